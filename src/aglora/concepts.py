@@ -1,0 +1,226 @@
+"""Concept specs and probe files: parse, validate, and fail with errors that name the line.
+
+A *probe* is one prompt with optional answer, distractors and leak patterns (DESIGN.md section 3);
+probe files are JSONL. A *concept spec* is YAML: a name, training items (forget / retain, the
+same fields as probes), leak patterns, refusal responses and the evaluation probe files, which
+must be worded apart from the training items. `builtin:NAME` refers to specs shipped in
+`aglora/data/concepts/NAME.yaml`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aglora.config import load_yaml
+from aglora.errors import AgloraError
+
+DATA_DIR = Path(__file__).parent / "data"
+SPLITS = ("forget", "neighbor", "utility")
+FORMATS = ("chat", "completion")
+_PROBE_FIELDS = {"id", "split", "family", "format", "prompt", "prefix", "answer", "distractors",
+                 "leak_patterns"}
+
+
+@dataclass
+class Probe:
+    """One prompt to score or generate from. Text scored = context + ' ' + option."""
+
+    prompt: str
+    split: str = "forget"
+    family: str = "direct"
+    format: str = "chat"
+    id: str = ""
+    prefix: str = ""
+    answer: str | None = None
+    distractors: list[str] = field(default_factory=list)
+    leak_patterns: list[str] = field(default_factory=list)
+
+    @property
+    def has_choice(self) -> bool:
+        return bool(self.answer) and bool(self.distractors)
+
+    @property
+    def key(self) -> str:
+        return f"{self.split}/{self.family}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("id", "split", "family", "format", "prompt", "prefix",
+                                               "answer", "distractors", "leak_patterns")}
+
+
+def probe_from_dict(obj: Any, where: str, default_split: str | None = None) -> Probe:
+    if not isinstance(obj, dict):
+        raise AgloraError(f"{where}: expected a JSON object with at least 'prompt' and 'split'")
+    unknown = sorted(set(obj) - _PROBE_FIELDS)
+    if unknown:
+        raise AgloraError(f"{where}: unknown field '{unknown[0]}' (known: "
+                          f"{', '.join(sorted(_PROBE_FIELDS))})")
+    data = dict(obj)
+    if default_split and "split" not in data:
+        data["split"] = default_split
+    for req in ("prompt", "split"):
+        if not isinstance(data.get(req), str) or not data[req].strip():
+            raise AgloraError(f"{where}: missing or empty '{req}'")
+    if data["split"] not in SPLITS:
+        raise AgloraError(f"{where}: split {data['split']!r} is not one of {', '.join(SPLITS)}")
+    fmt = data.get("format", "chat")
+    if fmt not in FORMATS:
+        raise AgloraError(f"{where}: format {fmt!r} is not one of {', '.join(FORMATS)}")
+    for listf in ("distractors", "leak_patterns"):
+        v = data.get(listf, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise AgloraError(f"{where}: '{listf}' must be a list of strings")
+    for strf in ("id", "family", "prefix", "answer"):
+        if strf in data and data[strf] is not None and not isinstance(data[strf], str):
+            raise AgloraError(f"{where}: '{strf}' must be a string")
+    for pat in data.get("leak_patterns", []):
+        try:
+            re.compile(pat)
+        except re.error as exc:
+            raise AgloraError(f"{where}: leak pattern {pat!r} is not a valid regex ({exc})") from None
+    return Probe(**{k: v for k, v in data.items() if v is not None})
+
+
+def load_probes(path: str | Path, skip_invalid: bool = False) -> tuple[list[Probe], int]:
+    """Read a JSONL probe file; return (probes, number of skipped invalid lines)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AgloraError(f"probe file {path} not found")
+    probes: list[Probe] = []
+    skipped = 0
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("//"):
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise AgloraError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); "
+                                  "each line must be one JSON object") from None
+            probe = probe_from_dict(obj, where)
+        except AgloraError:
+            if skip_invalid:
+                skipped += 1
+                continue
+            raise
+        if not probe.id:
+            probe.id = f"{path.stem}-{lineno}"
+        probes.append(probe)
+    if not probes:
+        raise AgloraError(f"probe file {path} holds no probes; add JSONL lines with "
+                          "'prompt' and 'split'")
+    return probes, skipped
+
+
+def load_tofu(limit: int = 0) -> list[Probe]:
+    """TOFU's world-facts and real-authors sets (MIT) as utility probes."""
+    probes: list[Probe] = []
+    for stem, family in (("world_facts_perturbed", "tofu-world-facts"),
+                         ("real_authors_perturbed", "tofu-real-authors")):
+        path = DATA_DIR / "tofu" / f"{stem}.json"
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        if limit:
+            rows = rows[:limit]
+        for i, row in enumerate(rows):
+            probes.append(Probe(id=f"{family}-{i}", split="utility", family=family, format="chat",
+                                prompt=row["question"], prefix="The answer is",
+                                answer=row["answer"], distractors=list(row["perturbed_answer"])))
+    return probes
+
+
+def tofu_refusals() -> list[str]:
+    path = DATA_DIR / "tofu" / "idontknow.jsonl"
+    return [x.strip() for x in path.read_text().splitlines() if x.strip()]
+
+
+@dataclass
+class ConceptSpec:
+    name: str
+    forget: list[Probe]
+    retain: list[Probe]
+    leak_patterns: list[str]
+    refusals: list[str]
+    alternatives: list[str]
+    probe_files: list[Path]
+    source: Path
+
+    def eval_probes(self) -> list[Probe]:
+        out: list[Probe] = []
+        for path in self.probe_files:
+            out.extend(load_probes(path)[0])
+        return out
+
+
+def resolve_concept_path(ref: str) -> Path:
+    if ref.startswith("builtin:"):
+        name = ref.split(":", 1)[1]
+        path = DATA_DIR / "concepts" / f"{name}.yaml"
+        if not path.is_file():
+            avail = sorted(p.stem for p in (DATA_DIR / "concepts").glob("*.yaml"))
+            raise AgloraError(f"no builtin concept {name!r}; available: {', '.join(avail)}")
+        return path
+    return Path(ref)
+
+
+def _items(raw: Any, key: str, split: str, where: Path) -> list[Probe]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise AgloraError(f"{where}: '{key}' must be a list of items")
+    out = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):
+            item = {"prompt": item}
+        item = dict(item) if isinstance(item, dict) else item
+        if isinstance(item, dict):
+            item.setdefault("family", "train")
+            item["split"] = split
+        probe = probe_from_dict(item, f"{where}: {key}[{i}]")
+        probe.id = probe.id or f"{key}-{i}"
+        out.append(probe)
+    return out
+
+
+def load_concept(ref: str | Path) -> ConceptSpec:
+    """Parse and validate a concept spec YAML (items may also come from `include` files)."""
+    path = resolve_concept_path(str(ref))
+    data = load_yaml(path)
+    allowed = {"name", "description", "forget", "retain", "include", "leak_patterns", "refusals",
+               "alternatives", "probes"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise AgloraError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(allowed))})")
+    if not isinstance(data.get("name"), str) or not data["name"].strip():
+        raise AgloraError(f"{path}: missing 'name' (a short name for the concept)")
+    forget = _items(data.get("forget"), "forget", "forget", path)
+    retain = _items(data.get("retain"), "retain", "neighbor", path)
+    for inc in data.get("include", []) or []:
+        inc_path = (path.parent / inc).resolve()
+        inc_data = load_yaml(inc_path)
+        forget += _items(inc_data.get("forget"), "forget", "forget", inc_path)
+        retain += _items(inc_data.get("retain"), "retain", "neighbor", inc_path)
+    if not forget:
+        raise AgloraError(f"{path}: the forget set is empty; list prompts that elicit the concept "
+                          "under 'forget:'")
+    if not retain:
+        raise AgloraError(f"{path}: the retain set is empty; list neighbouring prompts that must "
+                          "keep working under 'retain:'")
+    patterns = data.get("leak_patterns", []) or []
+    for pat in patterns:
+        try:
+            re.compile(pat)
+        except re.error as exc:
+            raise AgloraError(f"{path}: leak pattern {pat!r} is not a valid regex ({exc})") from None
+    probe_files = [(path.parent / p).resolve() for p in (data.get("probes") or [])]
+    for p in probe_files:
+        if not p.is_file():
+            raise AgloraError(f"{path}: probe file {p} not found")
+    refusals = data.get("refusals") or tofu_refusals()
+    return ConceptSpec(name=data["name"], forget=forget, retain=retain, leak_patterns=patterns,
+                       refusals=list(refusals), alternatives=list(data.get("alternatives") or []),
+                       probe_files=probe_files, source=path)

@@ -1,0 +1,187 @@
+"""Probes -> metrics, base model against the model with its adapter (DESIGN.md section 3).
+
+Every metric is computed twice on the same probes: with the adapter disabled (base) and enabled
+(after). Likelihood-choice accuracy counts only probes the base model gets right ("known"), with
+chance level and a bootstrap 95 % interval. Leak rate counts generations (greedy + seeded samples)
+that match a leak pattern. Fluency (distinct-2, repetition) and KL(base || model) are measured on
+neighbour and utility prompts, and a collapse verdict flags a broken model whatever the forget
+numbers say. See docs/metrics.md for the schema of the returned dictionary.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from aglora.concepts import Probe
+from aglora.config import EvalConfig
+from aglora.generation import distinct_n, generate, leaks, repetition
+from aglora.likelihood import choice_correct, margin, score_options_with_lengths, truth_ratio
+from aglora.lora import adapter_disabled
+from aglora.objectives import kl_base_model
+from aglora.text import encode
+
+COLLAPSE_DISTINCT_RATIO = 0.6   # distinct-2 after below this share of base -> degenerate
+COLLAPSE_NEIGHBOR_ACC = 0.5     # neighbour known accuracy below this -> degenerate
+COLLAPSE_REPETITION_RISE = 0.25  # repetition rising by more than this -> degenerate
+
+
+@dataclass
+class SideResult:
+    """Raw measurements of one model state (base or after) on all probes."""
+
+    scores: list[list[float]] = field(default_factory=list)
+    lengths: list[list[int]] = field(default_factory=list)
+    generations: list[list[str]] = field(default_factory=list)
+
+
+def measure(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig, gen_mask: list[bool],
+            label: str) -> SideResult:
+    scores, lengths = score_options_with_lengths(model, tok, probes, cfg.batch_size,
+                                                 progress=f"likelihood ({label})")
+    gen_probes = [p for p, g in zip(probes, gen_mask, strict=True) if g]
+    gens = generate(model, tok, gen_probes, cfg.n_samples, cfg.temperature, cfg.max_new_tokens,
+                    cfg.seed, cfg.batch_size, desc=f"generate ({label})")
+    it = iter(gens)
+    generations = [next(it) if g else [] for g in gen_mask]
+    return SideResult(scores, lengths, generations)
+
+
+@torch.no_grad()
+def kl_per_token(model: nn.Module, tok, probes: list[Probe], batch_size: int) -> float:
+    """Mean KL(base || model) per content token over the probes' context+answer sequences."""
+    if not probes or not hasattr(model, "disable_adapter"):
+        return 0.0
+    device = next(model.parameters()).device
+    total, count = 0.0, 0.0
+    for s in range(0, len(probes), batch_size):
+        chunk = probes[s: s + batch_size]
+        b = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
+        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+        with adapter_disabled(model):
+            base = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+        n = float(b.content_mask.sum())
+        total += float(kl_base_model(logits, base, b.content_mask)) * n
+        count += n
+    return total / max(count, 1.0)
+
+
+def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0) -> list[float]:
+    if not values:
+        return [float("nan"), float("nan")]
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(values, k=len(values))) / len(values) for _ in range(n_boot))
+    return [means[int(0.025 * n_boot)], means[int(0.975 * n_boot) - 1]]
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def group_metrics(idx: list[int], probes: list[Probe], base: SideResult, after: SideResult,
+                  default_patterns: list[str]) -> dict:
+    """Metrics of one group of probes (a split or a split/family)."""
+    choice = [i for i in idx if probes[i].has_choice]
+    known = [i for i in choice if choice_correct(base.scores[i])]
+    after_known = [float(choice_correct(after.scores[i])) for i in known]
+    gen_idx = [i for i in idx if base.generations[i]]
+    pat = {i: probes[i].leak_patterns or default_patterns for i in gen_idx}
+    leak_idx = [i for i in gen_idx if pat[i]]
+
+    def leak_rate(side: SideResult) -> float:
+        flags = [leaks(g, pat[i]) for i in leak_idx for g in side.generations[i]]
+        return _mean([float(f) for f in flags])
+
+    out = {
+        "n": len(idx), "n_choice": len(choice), "n_known": len(known),
+        "skipped_no_choice": len(idx) - len(choice),
+        "chance": _mean([1 / (1 + len(probes[i].distractors)) for i in choice]),
+        "known_accuracy": {"base": 1.0 if known else float("nan"), "after": _mean(after_known),
+                           "after_ci95": bootstrap_ci(after_known)},
+        "accuracy_all": {"base": _mean([float(choice_correct(base.scores[i])) for i in choice]),
+                         "after": _mean([float(choice_correct(after.scores[i])) for i in choice])},
+        "margin": {"base": _mean([margin(base.scores[i]) for i in known]),
+                   "after": _mean([margin(after.scores[i]) for i in known])},
+        "answer_logprob_drop": _mean([base.scores[i][0] - after.scores[i][0] for i in known]),
+        "truth_ratio": {"base": _mean([truth_ratio(base.scores[i], base.lengths[i])
+                                       for i in known]),
+                        "after": _mean([truth_ratio(after.scores[i], after.lengths[i])
+                                        for i in known])},
+        "leak_rate": {"base": leak_rate(base), "after": leak_rate(after),
+                      "n_generations": sum(len(base.generations[i]) for i in leak_idx)},
+        "skipped_no_leak_patterns": len(gen_idx) - len(leak_idx),
+    }
+    return out
+
+
+def _fluency(gens: list[list[str]]) -> tuple[float, float]:
+    flat = [g for gs in gens for g in gs]
+    return distinct_n(flat, 2), repetition(flat, 3)
+
+
+def collapse_verdict(metrics: dict) -> dict:
+    reasons = []
+    d = metrics["distinct2"]
+    if d["base"] > 0 and d["after"] < COLLAPSE_DISTINCT_RATIO * d["base"]:
+        reasons.append(f"neighbour distinct-2 fell from {d['base']:.2f} to {d['after']:.2f}")
+    r = metrics["repetition"]
+    if r["after"] - r["base"] > COLLAPSE_REPETITION_RISE:
+        reasons.append(f"neighbour repetition rose from {r['base']:.2f} to {r['after']:.2f}")
+    nb = metrics["splits"].get("neighbor", {})
+    acc = nb.get("known_accuracy", {}).get("after", float("nan"))
+    if acc == acc and acc < COLLAPSE_NEIGHBOR_ACC:
+        reasons.append(f"neighbour known accuracy fell to {acc:.2f}")
+    return {"degenerate": bool(reasons), "reasons": reasons,
+            "thresholds": {"distinct2_ratio": COLLAPSE_DISTINCT_RATIO,
+                           "neighbor_accuracy": COLLAPSE_NEIGHBOR_ACC,
+                           "repetition_rise": COLLAPSE_REPETITION_RISE}}
+
+
+def evaluate(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
+             default_leak_patterns: list[str] | None = None) -> tuple[dict, list[dict]]:
+    """Metrics (base -> after) and per-probe records for the report."""
+    if not probes:
+        from aglora.errors import AgloraError
+        raise AgloraError("no probes to evaluate; give a probe file with --probes")
+    default_leak_patterns = default_leak_patterns or []
+    start = time.time()
+    # Generate where it tells something: forget probes (leaks) and neighbour probes (fluency).
+    gen_mask = [p.split in ("forget", "neighbor") for p in probes]
+    with adapter_disabled(model):
+        base = measure(model, tok, probes, cfg, gen_mask, "base")
+    has_adapter = hasattr(model, "disable_adapter")
+    after = measure(model, tok, probes, cfg, gen_mask, "after") if has_adapter else base
+    by_split: dict[str, list[int]] = defaultdict(list)
+    by_family: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(probes):
+        by_split[p.split].append(i)
+        by_family[p.key].append(i)
+    nb = by_split.get("neighbor", [])
+    d_base, r_base = _fluency([base.generations[i] for i in nb])
+    d_after, r_after = _fluency([after.generations[i] for i in nb])
+    metrics = {
+        "splits": {s: group_metrics(ix, probes, base, after, default_leak_patterns)
+                   for s, ix in sorted(by_split.items())},
+        "families": {k: group_metrics(ix, probes, base, after, default_leak_patterns)
+                     for k, ix in sorted(by_family.items())},
+        "distinct2": {"base": d_base, "after": d_after},
+        "repetition": {"base": r_base, "after": r_after},
+        "kl_neighbor": kl_per_token(model, tok, [probes[i] for i in nb], cfg.batch_size),
+        "kl_utility": kl_per_token(model, tok, [probes[i] for i in by_split.get("utility", [])
+                                                if probes[i].family == "general"],
+                                   cfg.batch_size),
+    }
+    metrics["verdict"] = collapse_verdict(metrics)
+    metrics["eval_seconds"] = time.time() - start
+    records = []
+    for i, p in enumerate(probes):
+        records.append({**p.to_dict(), "base_scores": base.scores[i],
+                        "after_scores": after.scores[i],
+                        "base_generations": base.generations[i],
+                        "after_generations": after.generations[i]})
+    return metrics, records

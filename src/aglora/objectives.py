@@ -1,0 +1,55 @@
+"""Unlearning loss terms as pure functions, in two small registries.
+
+`loss = forget_term + alpha * retain_term`. Forget terms take the model's summed log-probability
+of each forget answer (`logp`, [batch]) and, where they need it, the frozen base model's (`ref`),
+or a target NLL. Retain terms compare the model's logits with the base model's on retain
+sequences. All reductions are means over the batch (or over target tokens for KL/NLL).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from aglora.errors import AgloraError
+
+
+def npo_loss(logp: torch.Tensor, ref: torch.Tensor, beta: float) -> torch.Tensor:
+    """NPO (Zhang et al. 2024): -(2/beta) log sigmoid(-beta (log pi - log pi_ref)), batch mean."""
+    return -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref)).mean()
+
+
+def grad_ascent_loss(logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Gradient ascent: minimise the (token-mean) log-likelihood of the answers. Unbounded."""
+    return (logp / n_tokens.clamp_min(1)).mean()
+
+
+def nll_loss(logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Token-mean negative log-likelihood (SFT toward a refusal or alternative target)."""
+    return -(logp / n_tokens.clamp_min(1)).mean()
+
+
+def kl_base_model(logits: torch.Tensor, base_logits: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """KL(base || model) per token, averaged over positions where mask is 1.
+
+    logits, base_logits [batch, seq, vocab]; mask [batch, seq]
+    """
+    logp = torch.log_softmax(logits.float(), -1)
+    base_logp = torch.log_softmax(base_logits.float(), -1)
+    kl = (base_logp.exp() * (base_logp - logp)).sum(-1)  # [batch, seq]
+    return (kl * mask).sum() / mask.sum().clamp_min(1)
+
+
+FORGET_OBJECTIVES = ("npo", "grad_ascent", "refusal", "alternative", "none")
+RETAIN_OBJECTIVES = ("kl", "nll", "kl+nll", "none")
+
+
+def check_objectives(forget: str, retain: str) -> None:
+    if forget not in FORGET_OBJECTIVES:
+        raise AgloraError(f"unknown forget objective {forget!r}; choose from "
+                          f"{', '.join(FORGET_OBJECTIVES)}")
+    if retain not in RETAIN_OBJECTIVES:
+        raise AgloraError(f"unknown retain objective {retain!r}; choose from "
+                          f"{', '.join(RETAIN_OBJECTIVES)}")
+

@@ -1,0 +1,101 @@
+"""Turn probes into token batches — the one place where prompts meet the chat template.
+
+Recording, training and evaluation all call `context_text`, so a model is never trained with the
+chat template and evaluated without it (DESIGN.md section 7). A scored sequence is
+`context + joiner + target`; `target_mask` marks the positions whose *next-token prediction* is a
+target token, so `logits[:, t]` predicts `input_ids[:, t + 1]` wherever `target_mask[:, t]` is 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from aglora.concepts import Probe
+
+_SENTINEL = "\u2063AGLORA\u2063"
+
+
+def chat_prefix_text(tok, prompt: str) -> str:
+    return tok.apply_chat_template([{"role": "user", "content": prompt}],
+                                   add_generation_prompt=True, tokenize=False)
+
+
+def context_text(tok, probe: Probe) -> str:
+    """The text the model sees before the scored/generated part (template applied for chat)."""
+    if probe.format == "chat":
+        return chat_prefix_text(tok, probe.prompt) + probe.prefix
+    return probe.prompt
+
+
+def join_target(context: str, target: str) -> str:
+    """Text appended to `context` for `target`: a space unless the context ends in whitespace."""
+    if not context or context[-1].isspace() or target[:1].isspace():
+        return target
+    return " " + target
+
+
+def content_start(tok, probe: Probe) -> int:
+    """Number of leading template tokens (system prompt etc.) shared by every chat prompt."""
+    if probe.format != "chat":
+        return 0
+    head = chat_prefix_text(tok, _SENTINEL).split(_SENTINEL)[0]
+    return len(tok(head, add_special_tokens=False)["input_ids"])
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor       # [batch, seq]
+    attention_mask: torch.Tensor  # [batch, seq]
+    target_mask: torch.Tensor     # [batch, seq] 1 where logits[:, t] predicts a target token
+    content_mask: torch.Tensor    # [batch, seq] 1 on non-template, non-pad tokens
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask,
+                                               self.target_mask, self.content_mask)))
+
+
+def encode(tok, probes: list[Probe], targets: list[str], max_len: int = 256,
+           contexts: list[str] | None = None) -> Batch:
+    """Right-padded batch of context+target sequences for scoring or training."""
+    rows, tmask, cstarts = [], [], []
+    for i, (probe, target) in enumerate(zip(probes, targets, strict=True)):
+        ctx = contexts[i] if contexts is not None else context_text(tok, probe)
+        special = probe.format == "completion"
+        ctx_ids = tok(ctx, add_special_tokens=special)["input_ids"]
+        tgt_ids = tok(join_target(ctx, target), add_special_tokens=False)["input_ids"] if target else []
+        ids = (ctx_ids + tgt_ids)[-max_len:]
+        n_ctx = len(ids) - len(tgt_ids)
+        rows.append(ids)
+        tmask.append((max(n_ctx - 1, 0), len(ids) - 1))
+        cstarts.append(min(content_start(tok, probe), n_ctx))
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    n = len(rows)
+    input_ids = torch.full((n, width), pad, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    target = torch.zeros((n, width), dtype=torch.float32)
+    content = torch.zeros((n, width), dtype=torch.float32)
+    for i, ids in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention[i, : len(ids)] = 1
+        lo, hi = tmask[i]
+        target[i, lo:hi] = 1.0
+        content[i, cstarts[i]: len(ids)] = 1.0
+    return Batch(input_ids, attention, target, content)
+
+
+def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """log p(input_ids[:, t+1] | ...) at every position t; last position gets 0.
+
+    logits [batch, seq, vocab] -> [batch, seq]
+    """
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [batch, seq-1]
+    return torch.nn.functional.pad(picked, (0, 1))
+
+
+def sequence_logprob(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Summed log-probability of the target tokens of each sequence -> [batch]."""
+    return (token_logprobs(logits, batch.input_ids) * batch.target_mask).sum(-1)

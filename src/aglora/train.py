@@ -1,0 +1,174 @@
+"""The training loop (thin): forget term + alpha * retain term on the LoRA parameters only.
+
+Each step samples a forget batch and a retain batch (seeded). The base model's outputs, needed by
+NPO (reference log-probs, computed once) and by the KL retain term (computed per step), come from
+the same peft model with its adapter disabled, so no second copy of the weights is held.
+Training stops early once the forget items are at chance on likelihood choice (and their mean
+margin is below `stop_margin`), after `min_steps`; `max_steps` is a hard cap.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from aglora.concepts import Probe
+from aglora.config import TrainConfig
+from aglora.errors import AgloraError
+from aglora.likelihood import choice_summary, score_options
+from aglora.lora import adapter_disabled, trainable_parameters
+from aglora.objectives import (
+    check_objectives,
+    grad_ascent_loss,
+    kl_base_model,
+    nll_loss,
+    npo_loss,
+)
+from aglora.text import chat_prefix_text, encode, sequence_logprob
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+class _Cycler:
+    """Endless seeded shuffled batches of indices."""
+
+    def __init__(self, n: int, batch: int, rng: random.Random) -> None:
+        self.n, self.batch, self.rng, self.pool = n, min(batch, n), rng, []
+
+    def next(self) -> list[int]:
+        out = []
+        while len(out) < self.batch:
+            if not self.pool:
+                self.pool = list(range(self.n))
+                self.rng.shuffle(self.pool)
+            out.append(self.pool.pop())
+        return out
+
+
+def _forget_batch(tok, items: list[Probe], cfg: TrainConfig, refusals: list[str],
+                  alternatives: list[str], rng: random.Random):
+    """Encode forget items for the objective: the concept answer, or a replacement target."""
+    if cfg.forget_objective in ("npo", "grad_ascent"):
+        return encode(tok, items, [p.answer or "" for p in items])
+    if cfg.forget_objective == "refusal":
+        contexts = [chat_prefix_text(tok, p.prompt) if p.format == "chat" else p.prompt
+                    for p in items]
+        return encode(tok, items, [rng.choice(refusals) for _ in items], contexts=contexts)
+    if not alternatives:
+        raise AgloraError("forget_objective=alternative needs 'alternatives:' in the concept spec")
+    return encode(tok, items, [rng.choice(alternatives) for _ in items])
+
+
+def forget_goal_met(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
+                    chance: float) -> tuple[bool, float, float]:
+    scores = score_options(model, tok, items)
+    acc, marg = choice_summary(scores)
+    goal = cfg.stop_accuracy if cfg.stop_accuracy is not None else chance
+    return (acc <= goal and marg <= cfg.stop_margin), acc, marg
+
+
+def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: TrainConfig,
+          refusals: list[str] | None = None, alternatives: list[str] | None = None,
+          log=print) -> TrainResult:
+    """Optimise the LoRA parameters of a peft `model` in place; returns the history."""
+    check_objectives(cfg.forget_objective, cfg.retain_objective)
+    if not forget:
+        raise AgloraError("the forget set is empty; nothing to unlearn")
+    if cfg.forget_objective in ("npo", "grad_ascent") and any(not p.answer for p in forget):
+        raise AgloraError(f"forget_objective={cfg.forget_objective} needs an 'answer' on every "
+                          "forget item")
+    params = trainable_parameters(model)
+    if not params:
+        raise AgloraError("no trainable LoRA parameters: attach an adapter first")
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    choice_items = [p for p in forget if p.has_choice]
+    chance = (sum(1 / (1 + len(p.distractors)) for p in choice_items) / len(choice_items)
+              if choice_items else 0.0)
+
+    ref_logp = torch.zeros(len(forget))
+    if cfg.forget_objective == "npo":
+        with torch.no_grad(), adapter_disabled(model):
+            for s in range(0, len(forget), cfg.batch_size):
+                chunk = forget[s: s + cfg.batch_size]
+                b = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
+                logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+                ref_logp[s: s + len(chunk)] = sequence_logprob(logits, b).cpu()
+
+    f_cycle = _Cycler(len(forget), cfg.batch_size, rng)
+    r_cycle = _Cycler(len(retain), cfg.batch_size, rng) if retain else None
+    result = TrainResult()
+    start = time.time()
+    model.train()
+    for step in range(1, cfg.max_steps + 1):
+        f_idx = f_cycle.next()
+        f_items = [forget[i] for i in f_idx]
+        fb = _forget_batch(tok, f_items, cfg, refusals or [], alternatives or [], rng).to(device)
+        logits = model(input_ids=fb.input_ids, attention_mask=fb.attention_mask).logits
+        logp = sequence_logprob(logits, fb)  # [batch]
+        n_tok = fb.target_mask.sum(-1)
+        if cfg.forget_objective == "npo":
+            forget_loss = npo_loss(logp, ref_logp[f_idx].to(device), cfg.npo_beta)
+        elif cfg.forget_objective == "grad_ascent":
+            forget_loss = grad_ascent_loss(logp, n_tok)
+        elif cfg.forget_objective in ("refusal", "alternative"):
+            forget_loss = nll_loss(logp, n_tok)
+        else:
+            forget_loss = torch.zeros((), device=device)
+        retain_loss = torch.zeros((), device=device)
+        kl_value = 0.0
+        if r_cycle is not None and cfg.retain_objective != "none":
+            r_items = [retain[i] for i in r_cycle.next()]
+            rb = encode(tok, r_items, [p.answer or "" for p in r_items]).to(device)
+            r_logits = model(input_ids=rb.input_ids, attention_mask=rb.attention_mask).logits
+            if "kl" in cfg.retain_objective:
+                with torch.no_grad(), adapter_disabled(model):
+                    base_logits = model(input_ids=rb.input_ids,
+                                        attention_mask=rb.attention_mask).logits
+                kl = kl_base_model(r_logits, base_logits, rb.content_mask)
+                kl_value = float(kl)
+                retain_loss = retain_loss + kl
+            if "nll" in cfg.retain_objective:
+                retain_loss = retain_loss + nll_loss(sequence_logprob(r_logits, rb),
+                                                     rb.target_mask.sum(-1))
+        loss = forget_loss + cfg.retain_weight * retain_loss
+        if not math.isfinite(float(loss)):
+            raise AgloraError(f"training diverged at step {step} (loss {float(loss)}); lower "
+                              "train.lr or use the npo objective")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        row = {"step": step, "loss": float(loss), "forget_loss": float(forget_loss),
+               "retain_loss": float(retain_loss), "retain_kl": kl_value,
+               "seconds": time.time() - start}
+        if choice_items and step % cfg.check_every == 0:
+            model.eval()
+            met, acc, marg = forget_goal_met(model, tok, choice_items, cfg, chance)
+            model.train()
+            row.update(train_forget_accuracy=acc, train_forget_margin=marg)
+            if met and step >= cfg.min_steps:
+                result.stopped_early = True
+        result.history.append(row)
+        log(f"[aglora] step {step:3d} loss {row['loss']:.3f} forget {row['forget_loss']:.3f} "
+            f"retain {row['retain_loss']:.4f}"
+            + (f" acc {row['train_forget_accuracy']:.2f} margin {row['train_forget_margin']:.2f}"
+               if "train_forget_accuracy" in row else ""))
+        result.steps = step
+        if result.stopped_early:
+            break
+    model.eval()
+    result.seconds = time.time() - start
+    return result
