@@ -81,7 +81,8 @@ def probe_from_dict(obj: Any, where: str, default_split: str | None = None) -> P
         try:
             re.compile(pat)
         except re.error as exc:
-            raise AgloraError(f"{where}: leak pattern {pat!r} is not a valid regex ({exc})") from None
+            raise AgloraError(f"{where}: leak pattern {pat!r} is not a valid regex ({exc})"
+                              ) from None
     return Probe(**{k: v for k, v in data.items() if v is not None})
 
 
@@ -194,7 +195,8 @@ def load_concept(ref: str | Path) -> ConceptSpec:
                "alternatives", "probes"}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise AgloraError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(allowed))})")
+        raise AgloraError(f"{path}: unknown key '{unknown[0]}' "
+                          f"(known: {', '.join(sorted(allowed))})")
     if not isinstance(data.get("name"), str) or not data["name"].strip():
         raise AgloraError(f"{path}: missing 'name' (a short name for the concept)")
     forget = _items(data.get("forget"), "forget", "forget", path)
@@ -215,7 +217,8 @@ def load_concept(ref: str | Path) -> ConceptSpec:
         try:
             re.compile(pat)
         except re.error as exc:
-            raise AgloraError(f"{path}: leak pattern {pat!r} is not a valid regex ({exc})") from None
+            raise AgloraError(f"{path}: leak pattern {pat!r} is not a valid regex ({exc})"
+                              ) from None
     probe_files = [(path.parent / p).resolve() for p in (data.get("probes") or [])]
     for p in probe_files:
         if not p.is_file():

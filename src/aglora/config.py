@@ -101,7 +101,8 @@ class TrainConfig:
     min_steps: int = _f(3, "steps before early stopping may trigger")
     stop_accuracy: float | None = _f(None, "stop when likelihood-choice accuracy on the training "
                                            "forget items is <= this (default: chance)")
-    stop_margin: float = _f(0.0, "...and their mean margin (answer - best distractor, nats) <= this")
+    stop_margin: float = _f(0.0, "...and their mean margin (answer - best distractor, nats) "
+                                 "<= this")
     check_every: int = _f(1, "steps between early-stopping checks")
     seed: int = _f(0, "seed for batching and initialisation")
 

@@ -64,7 +64,8 @@ def encode(tok, probes: list[Probe], targets: list[str], max_len: int = 256,
         ctx = contexts[i] if contexts is not None else context_text(tok, probe)
         special = probe.format == "completion"
         ctx_ids = tok(ctx, add_special_tokens=special)["input_ids"]
-        tgt_ids = tok(join_target(ctx, target), add_special_tokens=False)["input_ids"] if target else []
+        tgt_text = join_target(ctx, target)
+        tgt_ids = tok(tgt_text, add_special_tokens=False)["input_ids"] if target else []
         ids = (ctx_ids + tgt_ids)[-max_len:]
         n_ctx = len(ids) - len(tgt_ids)
         rows.append(ids)
