@@ -62,6 +62,11 @@ def attach_lora(model: nn.Module, mask: NeuronMask | None, cfg: LoraConfig,
     if not chosen:
         raise AgloraError("the mask selects no neuron; raise mask.k")
     by_index = {layer.index: layer for layer in layers}
+    if mask is not None and (mask.mask.shape[1] != layers[0].d_ff
+                             or any(i not in by_index for i in mask.layer_indices)):
+        raise AgloraError(f"the mask has shape {tuple(mask.mask.shape)} over layers "
+                          f"{mask.layer_indices[:3]}..., but the model has {len(layers)} layers "
+                          f"of {layers[0].d_ff} MLP neurons; it was made for another model")
     targets = [f"{by_index[i].prefix}.{m}" for i in chosen for m in cfg.modules]
     peft_cfg = PeftLoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=0.0, bias="none",
                               target_modules=targets, task_type="CAUSAL_LM")

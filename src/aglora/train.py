@@ -139,20 +139,21 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                     base_logits = model(input_ids=rb.input_ids,
                                         attention_mask=rb.attention_mask).logits
                 kl = kl_base_model(r_logits, base_logits, rb.content_mask)
-                kl_value = float(kl)
+                kl_value = float(kl.detach())
                 retain_loss = retain_loss + kl
             if "nll" in cfg.retain_objective:
                 retain_loss = retain_loss + nll_loss(sequence_logprob(r_logits, rb),
                                                      rb.target_mask.sum(-1))
         loss = forget_loss + cfg.retain_weight * retain_loss
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             raise AgloraError(f"training diverged at step {step} (loss {float(loss)}); lower "
                               "train.lr or use the npo objective")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        row = {"step": step, "loss": float(loss), "forget_loss": float(forget_loss),
-               "retain_loss": float(retain_loss), "retain_kl": kl_value,
+        row = {"step": step, "loss": float(loss.detach()),
+               "forget_loss": float(forget_loss.detach()),
+               "retain_loss": float(retain_loss.detach()), "retain_kl": kl_value,
                "seconds": time.time() - start}
         if choice_items and step % cfg.check_every == 0:
             model.eval()

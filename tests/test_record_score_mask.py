@@ -1,0 +1,121 @@
+"""Recording, scoring and mask selection: exact expectations on tiny models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FORGET, RETAIN
+from tiny import make_model
+
+from aglora.concepts import Probe
+from aglora.config import MaskConfig
+from aglora.errors import AgloraError
+from aglora.masks import select
+from aglora.models import mlp_layers
+from aglora.record import capture_neurons, record, record_statistics
+from aglora.scoring import compute_scores, rank
+from aglora.text import encode, token_logprobs
+
+FORGET_P = [Probe(**r) for r in FORGET]
+RETAIN_P = [Probe(split="neighbor", **r) for r in RETAIN]
+
+
+def _hook_count(model) -> int:
+    return sum(len(layer.module.down_proj._forward_pre_hooks) for layer in mlp_layers(model))
+
+
+def test_hooks_removed_after_recording_and_after_errors(model, tok):
+    record_statistics(model, tok, FORGET_P[:1])
+    assert _hook_count(model) == 0
+    with pytest.raises(RuntimeError), capture_neurons(mlp_layers(model)):
+        assert _hook_count(model) == len(mlp_layers(model))
+        raise RuntimeError("boom")
+    assert _hook_count(model) == 0
+
+
+def test_statistics_live_in_the_neuron_space_not_the_residual_stream(tok):
+    model = make_model(d_ff=48)  # d_model is 32: a d_model-sized score would be the section-7 bug
+    stats = record_statistics(model, tok, FORGET_P)
+    for value in stats.values():
+        assert value.shape == (3, 48)
+
+
+def test_saliency_and_fisher_match_a_manual_autograd_computation(model, tok):
+    probe = FORGET_P[0]
+    stats = record_statistics(model, tok, [probe])
+    batch = encode(tok, [probe], [probe.answer])
+    layer = mlp_layers(model)[1]
+    captured = {}
+
+    def hook(_m, args):
+        args[0].retain_grad()
+        captured["a"] = args[0]
+
+    handle = layer.module.down_proj.register_forward_pre_hook(hook)
+    try:
+        embeds = model.get_input_embeddings()(batch.input_ids).detach().requires_grad_(True)
+        logits = model(inputs_embeds=embeds).logits
+        # The concept-specific loss: NLL of the answer tokens only.
+        nll = -(token_logprobs(logits, batch.input_ids) * batch.target_mask).sum()
+        nll.backward()
+    finally:
+        handle.remove()
+    a, g = captured["a"][0], captured["a"].grad[0]  # [seq, d_ff]
+    content = batch.content_mask[0].bool()
+    expected_sal = (a[content] * g[content]).abs().sum(0)
+    expected_fisher = g[content].sum(0).pow(2)
+    torch.testing.assert_close(stats["saliency"][1], expected_sal, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(stats["fisher"][1], expected_fisher, rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(stats["act_mean"][1], a[content].mean(0), rtol=1e-4, atol=1e-6)
+
+
+def test_saliency_is_concept_specific(model, tok):
+    """Another answer (another concept) gives other saliency: the loss is not logits.mean()."""
+    a = record_statistics(model, tok, FORGET_P[:1])["saliency"]
+    other = Probe(**{**FORGET[0], "answer": "James Cameron"})
+    b = record_statistics(model, tok, [other])["saliency"]
+    assert not torch.allclose(a, b)
+
+
+def test_scores_deterministic(model, tok):
+    s1 = compute_scores(record(model, tok, FORGET_P, RETAIN_P), "ratio")
+    s2 = compute_scores(record(make_model(), tok, FORGET_P, RETAIN_P), "ratio")
+    for key in s1:
+        assert torch.equal(s1[key], s2[key]), key
+    r1 = compute_scores(record(model, tok, FORGET_P, RETAIN_P), "random", seed=3)["score"]
+    r2 = compute_scores(record(model, tok, FORGET_P, RETAIN_P), "random", seed=3)["score"]
+    assert torch.equal(r1, r2)
+
+
+def test_ratio_scorer_exact():
+    ones = torch.ones(1, 2)
+    stats = {"forget.saliency": torch.tensor([[4.0, 1.0]]),
+             "retain.saliency": torch.tensor([[1.0, 1.0]]),
+             "forget.fisher": torch.tensor([[2.0, 3.0]]),
+             "retain.fisher": torch.tensor([[1.0, 3.0]]),
+             "forget.act_mean": ones, "retain.act_mean": ones, "retain.act_var": ones}
+    score = compute_scores(stats, "ratio", eps=0.0)["score"]
+    assert torch.equal(score, torch.tensor([[8.0, 1.0]]))
+
+
+def test_rank_is_order_of_values():
+    assert torch.equal(rank(torch.tensor([[0.5, -1.0, 3.0]])), torch.tensor([[0.5, 0.0, 1.0]]))
+
+
+def test_unknown_scorer_is_an_error():
+    with pytest.raises(AgloraError, match="unknown scorer"):
+        compute_scores({"forget.saliency": torch.ones(1, 1)}, "nope")
+
+
+def test_topk_selects_by_score_not_by_index():
+    score = torch.tensor([[0.1, 0.9, 0.2, 0.8],
+                          [0.95, 0.0, 0.3, 0.05]])
+    mask = select(score, MaskConfig(selection="topk_global", k=3))
+    assert torch.equal(mask, torch.tensor([[0.0, 1, 0, 1], [1, 0, 0, 0]]))
+    per_layer = select(score, MaskConfig(selection="topk_per_layer", k=1))
+    assert torch.equal(per_layer, torch.tensor([[0.0, 1, 0, 0], [1, 0, 0, 0]]))
+    frac = select(score, MaskConfig(selection="fraction", fraction=0.25))
+    assert torch.equal(frac, torch.tensor([[0.0, 1, 0, 0], [1, 0, 0, 0]]))
+    # Reversed index order gives the mirrored mask: selection follows values, not positions.
+    flipped = select(score.flip(1), MaskConfig(selection="topk_global", k=3))
+    assert torch.equal(flipped, mask.flip(1))
