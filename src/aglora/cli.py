@@ -75,6 +75,7 @@ def cmd_run(args: argparse.Namespace, config: str) -> None:
     cfg = _load_cfg(config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     ctx = open_run(cfg, out, force=args.force)
+    _ = ctx.concept  # validate the concept spec before loading any model
     run_all(ctx, until=getattr(args, "until", None))
     if (out / "metrics.json").is_file():
         print_summary(json.loads((out / "metrics.json").read_text()))

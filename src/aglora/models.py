@@ -94,7 +94,10 @@ def resolve_device(name: str) -> torch.device:
 def load_model(cfg: ModelConfig) -> tuple[nn.Module, object]:
     """Load (model, tokenizer) for inference/training; the model is in eval mode, base frozen."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # aglora prints one line per stage instead
+    hf_logging.set_verbosity_error()
     dtype = _DTYPES[cfg.dtype]
     src = cfg.name_or_path
     start = time.time()

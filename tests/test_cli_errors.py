@@ -1,0 +1,150 @@
+"""Bad input gets one clear line on stderr and a non-zero exit, never a traceback; and the CLI runs
+a whole pipeline on a tiny model saved to disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import write_probe_file
+from tiny import make_model, make_tokenizer
+
+from aglora.cli import main
+from aglora.concepts import load_probes
+from aglora.errors import AgloraError
+
+
+@pytest.fixture
+def tiny_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "tiny-model"
+    make_model().save_pretrained(d)
+    make_tokenizer().save_pretrained(d)
+    return d
+
+
+def _config(tmp_path: Path, concept: Path, model_dir: Path | str | None = None, **extra) -> Path:
+    cfg = {"name": "t", "concept": str(concept),
+           "model": {"name_or_path": str(model_dir) if model_dir else None},
+           "mask": {"k": 8}, "lora": {"rank": 2},
+           "train": {"max_steps": 3, "batch_size": 2},
+           "eval": {"include_tofu": False, "max_new_tokens": 6, "n_samples": 1}}
+    for key, value in extra.items():
+        section, name = key.split("__")
+        cfg[section][name] = value
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _error(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("aglora: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_missing_config_file(capsys, tmp_path):
+    assert "file not found" in _error(capsys, ["run", str(tmp_path / "nope.yaml")])
+
+
+def test_malformed_yaml_names_the_line(capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntrain:\n  lr: [1\n  steps: 2\n")
+    assert "malformed YAML at line" in _error(capsys, ["run", str(bad)])
+
+
+def test_unknown_config_key(capsys, tmp_path, concept_path):
+    cfg = _config(tmp_path, concept_path)
+    err = _error(capsys, ["run", str(cfg), "--set", "train.learning_rate=1"])
+    assert "train.learning_rate" in err
+
+
+def test_unknown_module_name(capsys, tmp_path, concept_path):
+    cfg = _config(tmp_path, concept_path)
+    err = _error(capsys, ["run", str(cfg), "--set", "lora.modules=[o_proj]"])
+    assert "unknown module name" in err and "o_proj" in err
+
+
+def test_empty_forget_set(capsys, tmp_path, concept_path):
+    spec = yaml.safe_load(concept_path.read_text())
+    spec["forget"] = []
+    concept_path.write_text(yaml.safe_dump(spec))
+    err = _error(capsys, ["run", str(_config(tmp_path, concept_path)), "--out",
+                          str(tmp_path / "run")])
+    assert "forget set is empty" in err
+
+
+def test_missing_concept_file(capsys, tmp_path):
+    err = _error(capsys, ["run", str(_config(tmp_path, tmp_path / "missing.yaml")), "--out",
+                          str(tmp_path / "run")])
+    assert "missing.yaml" in err and "not found" in err
+
+
+def test_malformed_probe_line_named(capsys, tmp_path):
+    path = write_probe_file(tmp_path / "p.jsonl", [{"prompt": "a?", "split": "forget"}])
+    with path.open("a") as fh:
+        fh.write('{"prompt": "b?", "split": "forget"\n')
+    err = _error(capsys, ["eval", "--probes", str(path), "--out", str(tmp_path / "o")])
+    assert "p.jsonl:2" in err and "malformed JSON" in err
+
+
+def test_probe_field_errors_and_skip_invalid(tmp_path):
+    path = write_probe_file(tmp_path / "p.jsonl", [
+        {"prompt": "ok?", "split": "forget"},
+        {"prompt": "bad split", "split": "forgot"},
+        {"prompt": "", "split": "forget"},
+        {"prompt": "x", "split": "utility", "distractors": "not a list"},
+    ])
+    with pytest.raises(AgloraError, match=r"p.jsonl:2: split 'forgot'"):
+        load_probes(path)
+    probes, skipped = load_probes(path, skip_invalid=True)
+    assert len(probes) == 1 and skipped == 3
+
+
+def test_empty_probe_file(tmp_path):
+    (tmp_path / "e.jsonl").write_text("\n")
+    with pytest.raises(AgloraError, match="holds no probes"):
+        load_probes(tmp_path / "e.jsonl")
+
+
+def test_output_dir_with_another_run(capsys, tmp_path, concept_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("name: other\n")
+    err = _error(capsys, ["run", str(_config(tmp_path, concept_path)), "--out", str(out)])
+    assert "holds another run" in err and "--force" in err
+
+
+def test_model_not_found(capsys, tmp_path, concept_path):
+    cfg = _config(tmp_path, concept_path, model_dir=tmp_path / "no-such-model")
+    err = _error(capsys, ["run", str(cfg), "--out", str(tmp_path / "run")])
+    assert "not found" in err
+
+
+def test_cli_pipeline_on_tiny_model_resumes_and_refuses_other_base(capsys, tmp_path,
+                                                                   concept_path, tiny_dir):
+    cfg = _config(tmp_path, concept_path, tiny_dir)
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out), "--until", "eval"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["splits"]) == {"forget", "neighbor", "utility"}
+    assert metrics["families"]["forget/direct"]["n"] == 3
+    assert metrics["trainable_params"] > 0 and metrics["base_params"] > 0
+    state = json.loads((out / "state.json").read_text())
+    assert list(state["finished"]) == ["record", "score", "mask", "train", "eval"]
+    capsys.readouterr()
+    # Rerun: everything finished is skipped.
+    assert main(["run", str(cfg), "--out", str(out), "--until", "eval"]) == 0
+    assert capsys.readouterr().out.count("already finished") == 5
+    # The adapter is refused on another base model.
+    other = tmp_path / "other-model"
+    make_model(seed=5).save_pretrained(other)
+    make_tokenizer().save_pretrained(other)
+    probes = concept_path.parent / "probes.jsonl"
+    capsys.readouterr()
+    err = _error(capsys, ["eval", "--adapter", str(out), "--base", str(other), "--probes",
+                          str(probes), "--out", str(tmp_path / "ev")])
+    assert "another base model" in err
