@@ -119,3 +119,17 @@ def test_topk_selects_by_score_not_by_index():
     # Reversed index order gives the mirrored mask: selection follows values, not positions.
     flipped = select(score.flip(1), MaskConfig(selection="topk_global", k=3))
     assert torch.equal(flipped, mask.flip(1))
+
+
+def test_logits_at_targets_equal_full_forward(model, tok):
+    """Projecting only the answer positions gives the same log-probs as the full forward."""
+    from aglora.forward import target_logprobs
+    from aglora.text import sequence_logprob
+
+    batch = encode(tok, FORGET_P + RETAIN_P, [p.answer for p in FORGET_P + RETAIN_P])
+    with torch.no_grad():
+        full = sequence_logprob(model(input_ids=batch.input_ids,
+                                      attention_mask=batch.attention_mask).logits, batch)
+        fast = target_logprobs(model, batch)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    assert (full < 0).all()

@@ -20,6 +20,7 @@ from torch import nn
 
 from aglora.concepts import Probe
 from aglora.config import EvalConfig
+from aglora.forward import logits_at
 from aglora.generation import distinct_n, generate, leaks, repetition
 from aglora.likelihood import choice_correct, margin, score_options_with_lengths, truth_ratio
 from aglora.lora import adapter_disabled
@@ -62,11 +63,11 @@ def kl_per_token(model: nn.Module, tok, probes: list[Probe], batch_size: int) ->
     for s in range(0, len(probes), batch_size):
         chunk = probes[s: s + batch_size]
         b = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
-        logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+        logits = logits_at(model, b, b.content_mask)  # [n, vocab]
         with adapter_disabled(model):
-            base = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+            base = logits_at(model, b, b.content_mask)
         n = float(b.content_mask.sum())
-        total += float(kl_base_model(logits, base, b.content_mask)) * n
+        total += float(kl_base_model(logits, base)) * n
         count += n
     return total / max(count, 1.0)
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from aglora.concepts import Probe
-from aglora.text import encode, sequence_logprob
+from aglora.forward import target_logprobs
+from aglora.text import encode
 
 
 def score_options(model: nn.Module, tok, probes: list[Probe], batch_size: int = 16,
@@ -42,8 +43,7 @@ def score_options_with_lengths(model: nn.Module, tok, probes: list[Probe], batch
     for s in starts:
         idx = order[s: s + batch_size]
         batch = encode(tok, [flat[j][1] for j in idx], [flat[j][2] for j in idx]).to(device)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        sums = sequence_logprob(logits, batch).tolist()
+        sums = target_logprobs(model, batch).tolist()
         counts = batch.target_mask.sum(-1).long().tolist()
         for j, v, n in zip(idx, sums, counts, strict=True):
             values[j], lengths[j] = v, n

@@ -29,16 +29,11 @@ def nll_loss(logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
     return -(logp / n_tokens.clamp_min(1)).mean()
 
 
-def kl_base_model(logits: torch.Tensor, base_logits: torch.Tensor,
-                  mask: torch.Tensor) -> torch.Tensor:
-    """KL(base || model) per token, averaged over positions where mask is 1.
-
-    logits, base_logits [batch, seq, vocab]; mask [batch, seq]
-    """
+def kl_base_model(logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
+    """KL(base || model) per position, averaged. logits, base_logits [n_positions, vocab]."""
     logp = torch.log_softmax(logits.float(), -1)
     base_logp = torch.log_softmax(base_logits.float(), -1)
-    kl = (base_logp.exp() * (base_logp - logp)).sum(-1)  # [batch, seq]
-    return (kl * mask).sum() / mask.sum().clamp_min(1)
+    return (base_logp.exp() * (base_logp - logp)).sum(-1).mean()
 
 
 FORGET_OBJECTIVES = ("npo", "grad_ascent", "refusal", "alternative", "none")

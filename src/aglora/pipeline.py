@@ -210,8 +210,13 @@ def eval_probes(ctx: RunContext) -> list[Probe]:
 def stage_eval(ctx: RunContext) -> None:
     from aglora.evaluate import evaluate
     model, tok = ctx.adapted()
-    metrics, records = evaluate(model, tok, eval_probes(ctx), ctx.cfg.eval,
-                                ctx.concept.leak_patterns)
+    probes = eval_probes(ctx)
+    metrics, records = evaluate(model, tok, probes, ctx.cfg.eval, ctx.concept.leak_patterns)
+    if ctx.cfg.eval.relearn_steps:
+        from aglora.relearn import relearn_attack
+        print(f"[aglora] relearning attack: {ctx.cfg.eval.relearn_steps} steps")
+        metrics["relearn"] = relearn_attack(model, tok, probes, ctx.cfg.eval.relearn_steps,
+                                            ctx.cfg.eval, seed=ctx.cfg.eval.seed)
     hist = read_json(ctx.run_dir / "train_history.json")
     metrics.update({
         "concept": ctx.concept.name,

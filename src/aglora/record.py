@@ -23,8 +23,9 @@ from torch import nn
 from tqdm import tqdm
 
 from aglora.concepts import Probe
+from aglora.forward import target_logprobs
 from aglora.models import MlpLayer, mlp_layers
-from aglora.text import encode, token_logprobs
+from aglora.text import encode
 
 STAT_NAMES = ("act_mean", "act_absmean", "act_var", "saliency", "fisher")
 
@@ -69,8 +70,7 @@ def record_statistics(model: nn.Module, tok, items: list[Probe], batch_size: int
         with capture_neurons(layers) as store, torch.enable_grad():
             # The graph is built from the embeddings, so no base weight needs requires_grad.
             embeds = embed(batch.input_ids).detach().requires_grad_(True)
-            logits = model(inputs_embeds=embeds, attention_mask=batch.attention_mask).logits
-            nll = -(token_logprobs(logits, batch.input_ids) * batch.target_mask).sum()
+            nll = -target_logprobs(model, batch, inputs_embeds=embeds).sum()
             acts = [store[layer.index] for layer in layers]
             grads = torch.autograd.grad(nll, acts)
         content = batch.content_mask.unsqueeze(-1)  # [batch, seq, 1]

@@ -20,6 +20,7 @@ from torch import nn
 from aglora.concepts import Probe
 from aglora.config import TrainConfig
 from aglora.errors import AgloraError
+from aglora.forward import logits_at, target_logprobs
 from aglora.likelihood import choice_summary, score_options
 from aglora.lora import adapter_disabled, trainable_parameters
 from aglora.objectives import (
@@ -29,7 +30,7 @@ from aglora.objectives import (
     nll_loss,
     npo_loss,
 )
-from aglora.text import chat_prefix_text, encode, sequence_logprob
+from aglora.text import chat_prefix_text, encode
 
 
 @dataclass
@@ -105,8 +106,7 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
             for s in range(0, len(forget), cfg.batch_size):
                 chunk = forget[s: s + cfg.batch_size]
                 b = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
-                logits = model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-                ref_logp[s: s + len(chunk)] = sequence_logprob(logits, b).cpu()
+                ref_logp[s: s + len(chunk)] = target_logprobs(model, b).cpu()
 
     f_cycle = _Cycler(len(forget), cfg.batch_size, rng)
     r_cycle = _Cycler(len(retain), cfg.batch_size, rng) if retain else None
@@ -117,8 +117,7 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
         f_idx = f_cycle.next()
         f_items = [forget[i] for i in f_idx]
         fb = _forget_batch(tok, f_items, cfg, refusals or [], alternatives or [], rng).to(device)
-        logits = model(input_ids=fb.input_ids, attention_mask=fb.attention_mask).logits
-        logp = sequence_logprob(logits, fb)  # [batch]
+        logp = target_logprobs(model, fb)  # [batch]
         n_tok = fb.target_mask.sum(-1)
         if cfg.forget_objective == "npo":
             forget_loss = npo_loss(logp, ref_logp[f_idx].to(device), cfg.npo_beta)
@@ -133,16 +132,14 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
         if r_cycle is not None and cfg.retain_objective != "none":
             r_items = [retain[i] for i in r_cycle.next()]
             rb = encode(tok, r_items, [p.answer or "" for p in r_items]).to(device)
-            r_logits = model(input_ids=rb.input_ids, attention_mask=rb.attention_mask).logits
             if "kl" in cfg.retain_objective:
                 with torch.no_grad(), adapter_disabled(model):
-                    base_logits = model(input_ids=rb.input_ids,
-                                        attention_mask=rb.attention_mask).logits
-                kl = kl_base_model(r_logits, base_logits, rb.content_mask)
+                    base_logits = logits_at(model, rb, rb.content_mask)  # [n, vocab]
+                kl = kl_base_model(logits_at(model, rb, rb.content_mask), base_logits)
                 kl_value = float(kl.detach())
                 retain_loss = retain_loss + kl
             if "nll" in cfg.retain_objective:
-                retain_loss = retain_loss + nll_loss(sequence_logprob(r_logits, rb),
+                retain_loss = retain_loss + nll_loss(target_logprobs(model, rb),
                                                      rb.target_mask.sum(-1))
         loss = forget_loss + cfg.retain_weight * retain_loss
         if not math.isfinite(float(loss.detach())):

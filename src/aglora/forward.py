@@ -1,0 +1,55 @@
+"""Model calls that compute logits only where they are needed.
+
+The output projection (vocab x d_model; 49,152 x 576 in SmolLM2, 151,936 x 2,048 in Qwen2.5-3B) is
+a large share of a forward pass, yet scoring an answer needs logits only at the answer's
+positions, and a KL term only at content positions. `logits_at` runs the decoder, gathers the
+hidden states of the selected positions and projects only those. This holds for Llama/Qwen/
+Mistral-style models, whose logits are a plain linear map of the last hidden state (models with
+logit soft-capping or scaling would need that applied here).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from aglora.text import Batch
+
+
+def _causal_lm(model: nn.Module) -> nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def logits_at(model: nn.Module, batch: Batch, positions: torch.Tensor,
+              inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits at positions where `positions` [batch, seq] is 1 -> [n_selected, vocab]."""
+    lm = _causal_lm(model)
+    decoder = lm.get_decoder()
+    if inputs_embeds is not None:
+        out = decoder(inputs_embeds=inputs_embeds, attention_mask=batch.attention_mask)
+    else:
+        out = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    hidden = out.last_hidden_state  # [batch, seq, d_model]
+    return lm.get_output_embeddings()(hidden[positions.bool()])  # [n_selected, vocab]
+
+
+def next_token_ids(batch: Batch, positions: torch.Tensor) -> torch.Tensor:
+    """The token each selected position predicts (input_ids shifted left) -> [n_selected]."""
+    shifted = torch.roll(batch.input_ids, shifts=-1, dims=1)
+    return shifted[positions.bool()]
+
+
+def row_sums(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Sum per-position values [n_selected] back into their rows -> [batch]."""
+    rows = positions.bool().nonzero()[:, 0]
+    out = torch.zeros(positions.shape[0], dtype=values.dtype, device=values.device)
+    return out.index_add(0, rows, values)
+
+
+def target_logprobs(model: nn.Module, batch: Batch,
+                    inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed log-probability of each sequence's target tokens -> [batch]."""
+    logits = logits_at(model, batch, batch.target_mask, inputs_embeds)  # [n, vocab]
+    logp = torch.log_softmax(logits.float(), -1)
+    picked = logp.gather(-1, next_token_ids(batch, batch.target_mask)[:, None])[:, 0]
+    return row_sums(picked, batch.target_mask)
