@@ -133,3 +133,29 @@ def test_logits_at_targets_equal_full_forward(model, tok):
         fast = target_logprobs(model, batch)
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
     assert (full < 0).all()
+
+
+def test_kv_shared_option_scoring_matches_reference(model, tok):
+    from aglora.config import LoraConfig
+    from aglora.likelihood import score_options, score_options_reference
+    from aglora.lora import attach_lora
+
+    probes = FORGET_P + RETAIN_P + [
+        Probe(prompt="The capital of Japan is", format="completion", answer="Tokyo",
+              distractors=["Paris", "Rome"]),
+        Probe(prompt="no choice here")]
+    fast = score_options(model, tok, probes, batch_size=8)
+    ref = score_options_reference(model, tok, probes)
+    assert fast[-1] == [] and ref[-1] == []
+    for f, r in zip(fast, ref, strict=True):
+        assert len(f) == len(r)
+        torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)
+    # Same with a LoRA-wrapped model (the path used after training).
+    pm = attach_lora(model, None, LoraConfig(masked=False, all_layers=True))
+    for p in pm.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.1)
+    fast = score_options(pm, tok, probes, batch_size=4)
+    ref = score_options_reference(pm, tok, probes)
+    for f, r in zip(fast, ref, strict=True):
+        torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)

@@ -2,17 +2,24 @@
 
 For a probe with an answer and distractors, each option is scored as the *summed* log-probability
 of its tokens after the probe's context (summed, not averaged: on thin knowledge the sum is the
-sharper instrument, DESIGN.md section 5). Options of many probes are batched together.
+sharper instrument, DESIGN.md section 5).
+
+The options of a probe share its context, so the context runs once (left-padded batch, KV cache)
+and the cache is copied to each option: about 3x fewer token-forwards than scoring each
+context+option sequence, which dominates evaluation time on CPU. `score_options_reference`
+keeps the plain one-sequence-per-option path; a test checks the two agree.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 from aglora.concepts import Probe
 from aglora.forward import target_logprobs
-from aglora.text import encode
+from aglora.text import context_text, encode, join_target
 
 
 def score_options(model: nn.Module, tok, probes: list[Probe], batch_size: int = 16,
@@ -21,38 +28,98 @@ def score_options(model: nn.Module, tok, probes: list[Probe], batch_size: int = 
     return score_options_with_lengths(model, tok, probes, batch_size, progress)[0]
 
 
+def _tokenize(tok, probe: Probe) -> tuple[list[int], list[list[int]]]:
+    ctx = context_text(tok, probe)
+    ctx_ids = tok(ctx, add_special_tokens=probe.format == "completion")["input_ids"]
+    opts = [tok(join_target(ctx, o), add_special_tokens=False)["input_ids"]
+            for o in [probe.answer, *probe.distractors]]
+    return ctx_ids, opts
+
+
 @torch.no_grad()
+def _score_chunk(model: nn.Module, tok, chunk: list[Probe]) -> list[list[tuple[float, int]]]:
+    from transformers import DynamicCache
+
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
+    device = next(model.parameters()).device
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    encoded = [_tokenize(tok, p) for p in chunk]
+    width = max(len(c) for c, _ in encoded)
+    ctx = torch.full((len(chunk), width), pad, dtype=torch.long)
+    ctx_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+    for b, (c, _) in enumerate(encoded):  # left padding: every context ends at column width-1
+        ctx[b, width - len(c):] = torch.tensor(c)
+        ctx_mask[b, width - len(c):] = 1
+    ctx, ctx_mask = ctx.to(device), ctx_mask.to(device)
+    positions = (ctx_mask.cumsum(-1) - 1).clamp_min(0)
+    cache = DynamicCache()
+    out = decoder(input_ids=ctx, attention_mask=ctx_mask, position_ids=positions,
+                  past_key_values=cache, use_cache=True)
+    first_logp = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), -1)  # [B, vocab]
+
+    flat = [(b, ids) for b, (_, opts) in enumerate(encoded) for ids in opts]
+    rows = torch.tensor([b for b, _ in flat], device=device)
+    cache.batch_select_indices(rows)
+    o_width = max(len(ids) for _, ids in flat)
+    opt = torch.full((len(flat), o_width), pad, dtype=torch.long)
+    opt_mask = torch.zeros((len(flat), o_width), dtype=torch.long)
+    for n, (_, ids) in enumerate(flat):
+        opt[n, : len(ids)] = torch.tensor(ids)
+        opt_mask[n, : len(ids)] = 1
+    opt, opt_mask = opt.to(device), opt_mask.to(device)
+    full_mask = torch.cat([ctx_mask[rows], opt_mask], dim=1)
+    opt_pos = ctx_mask[rows].sum(-1, keepdim=True) + torch.arange(o_width, device=device)
+    hidden = decoder(input_ids=opt, attention_mask=full_mask, position_ids=opt_pos,
+                     past_key_values=cache, use_cache=True).last_hidden_state  # [N, To, H]
+    # Token k of an option (k >= 1) is predicted at option position k-1; token 0 by the context.
+    sums = first_logp[rows].gather(-1, opt[:, :1])[:, 0]  # [N]
+    if o_width > 1:
+        pred_mask = opt_mask[:, 1:].bool()  # [N, To-1]
+        logp = torch.log_softmax(head(hidden[:, :-1][pred_mask]).float(), -1)
+        picked = logp.gather(-1, opt[:, 1:][pred_mask][:, None])[:, 0]
+        row_idx = pred_mask.nonzero()[:, 0]
+        sums = sums.index_add(0, row_idx, picked)
+    out_rows: list[list[tuple[float, int]]] = [[] for _ in chunk]
+    for n, (b, ids) in enumerate(flat):
+        out_rows[b].append((float(sums[n]), len(ids)))
+    return out_rows
+
+
 def score_options_with_lengths(model: nn.Module, tok, probes: list[Probe], batch_size: int = 16,
                                progress: str | None = None
                                ) -> tuple[list[list[float]], list[list[int]]]:
     """(summed log-probs, token counts) of [answer, *distractors] for each probe."""
-    flat: list[tuple[int, Probe, str]] = []
-    for i, p in enumerate(probes):
-        if p.has_choice:
-            for opt in [p.answer, *p.distractors]:
-                flat.append((i, p, opt))
-    # Sort by length so batches pad little; results go back to their probe.
-    order = sorted(range(len(flat)), key=lambda j: len(flat[j][1].prompt) + len(flat[j][2]))
-    values = [0.0] * len(flat)
-    lengths = [0] * len(flat)
-    device = next(model.parameters()).device
-    starts = range(0, len(order), batch_size)
+    idx = [i for i, p in enumerate(probes) if p.has_choice]
+    idx.sort(key=lambda i: len(probes[i].prompt) + len(probes[i].prefix))
+    scores: list[list[float]] = [[] for _ in probes]
+    lengths: list[list[int]] = [[] for _ in probes]
+    chunk_size = max(1, batch_size // 4)  # each probe expands to ~4 option rows
+    starts = range(0, len(idx), chunk_size)
     if progress:
         from tqdm import tqdm
         starts = tqdm(starts, desc=progress, leave=False)
     for s in starts:
-        idx = order[s: s + batch_size]
-        batch = encode(tok, [flat[j][1] for j in idx], [flat[j][2] for j in idx]).to(device)
-        sums = target_logprobs(model, batch).tolist()
-        counts = batch.target_mask.sum(-1).long().tolist()
-        for j, v, n in zip(idx, sums, counts, strict=True):
-            values[j], lengths[j] = v, n
-    out: list[list[float]] = [[] for _ in probes]
-    out_len: list[list[int]] = [[] for _ in probes]
-    for (i, _p, _opt), v, n in zip(flat, values, lengths, strict=True):
-        out[i].append(v)
-        out_len[i].append(n)
-    return out, out_len
+        chunk_idx = idx[s: s + chunk_size]
+        for i, rows in zip(chunk_idx, _score_chunk(model, tok, [probes[i] for i in chunk_idx]),
+                           strict=True):
+            scores[i] = [v for v, _ in rows]
+            lengths[i] = [n for _, n in rows]
+    return scores, lengths
+
+
+@torch.no_grad()
+def score_options_reference(model: nn.Module, tok, probes: list[Probe]) -> list[list[float]]:
+    """One context+option sequence per option (slow, simple): the reference for tests."""
+    out: list[list[float]] = []
+    for p in probes:
+        if not p.has_choice:
+            out.append([])
+            continue
+        options = [p.answer, *p.distractors]
+        batch = encode(tok, [p] * len(options), options)
+        out.append(target_logprobs(model, batch).tolist())
+    return out
 
 
 def choice_correct(scores: list[float]) -> bool:
@@ -67,8 +134,6 @@ def margin(scores: list[float]) -> float:
 
 def truth_ratio(scores: list[float], lengths: list[int]) -> float:
     """TOFU's truth ratio: mean length-normalised P(distractor) over P(answer)^(1/|answer|)."""
-    import math
-
     norm = [s / max(n, 1) for s, n in zip(scores, lengths, strict=True)]
     return sum(math.exp(x - norm[0]) for x in norm[1:]) / (len(norm) - 1)
 
