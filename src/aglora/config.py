@@ -110,6 +110,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     n_samples: int = _f(2, "sampled generations per probe, besides the greedy one")
+    sample_splits: list[str] = _f(["forget"], "splits whose probes get the sampled generations "
+                                              "(the others: greedy only)")
     temperature: float = _f(0.7, "sampling temperature")
     max_new_tokens: int = _f(32, "tokens generated per probe")
     batch_size: int = _f(16, "sequences per batch in likelihood scoring and generation")

@@ -45,11 +45,17 @@ def measure(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig, gen_mas
             label: str) -> SideResult:
     scores, lengths = score_options_with_lengths(model, tok, probes, cfg.batch_size,
                                                  progress=f"likelihood ({label})")
-    gen_probes = [p for p, g in zip(probes, gen_mask, strict=True) if g]
-    gens = generate(model, tok, gen_probes, cfg.n_samples, cfg.temperature, cfg.max_new_tokens,
-                    cfg.seed, cfg.batch_size, desc=f"generate ({label})")
-    it = iter(gens)
-    generations = [next(it) if g else [] for g in gen_mask]
+    generations: list[list[str]] = [[] for _ in probes]
+    for sampled in (True, False):
+        idx = [i for i, g in enumerate(gen_mask)
+               if g and (probes[i].split in cfg.sample_splits) == sampled]
+        if not idx:
+            continue
+        gens = generate(model, tok, [probes[i] for i in idx], cfg.n_samples if sampled else 0,
+                        cfg.temperature, cfg.max_new_tokens, cfg.seed, cfg.batch_size,
+                        desc=f"generate ({label}{'' if sampled else ', greedy'})")
+        for i, g in zip(idx, gens, strict=True):
+            generations[i] = g
     return SideResult(scores, lengths, generations)
 
 
@@ -84,6 +90,14 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def _median(xs: list[float]) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
 def group_metrics(idx: list[int], probes: list[Probe], base: SideResult, after: SideResult,
                   default_patterns: list[str]) -> dict:
     """Metrics of one group of probes (a split or a split/family)."""
@@ -109,10 +123,11 @@ def group_metrics(idx: list[int], probes: list[Probe], base: SideResult, after: 
         "margin": {"base": _mean([margin(base.scores[i]) for i in known]),
                    "after": _mean([margin(after.scores[i]) for i in known])},
         "answer_logprob_drop": _mean([base.scores[i][0] - after.scores[i][0] for i in known]),
-        "truth_ratio": {"base": _mean([truth_ratio(base.scores[i], base.lengths[i])
-                                       for i in known]),
-                        "after": _mean([truth_ratio(after.scores[i], after.lengths[i])
-                                        for i in known])},
+        # Median: the ratio is heavy-tailed once answers become very unlikely.
+        "truth_ratio": {"base": _median([truth_ratio(base.scores[i], base.lengths[i])
+                                         for i in known]),
+                        "after": _median([truth_ratio(after.scores[i], after.lengths[i])
+                                          for i in known])},
         "leak_rate": {"base": leak_rate(base), "after": leak_rate(after),
                       "n_generations": sum(len(base.generations[i]) for i in leak_idx)},
         "skipped_no_leak_patterns": len(gen_idx) - len(leak_idx),
