@@ -209,6 +209,9 @@ def load_concept(ref: str | Path) -> ConceptSpec:
     if not forget:
         raise AgloraError(f"{path}: the forget set is empty; list prompts that elicit the concept "
                           "under 'forget:'")
+    if len(forget) < 2:
+        raise AgloraError(f"{path}: the forget set holds one item; one prompt cannot show that "
+                          "forgetting generalises: add paraphrases and related questions")
     if not retain:
         raise AgloraError(f"{path}: the retain set is empty; list neighbouring prompts that must "
                           "keep working under 'retain:'")
