@@ -148,3 +148,31 @@ def test_cli_pipeline_on_tiny_model_resumes_and_refuses_other_base(capsys, tmp_p
     err = _error(capsys, ["eval", "--adapter", str(out), "--base", str(other), "--probes",
                           str(probes), "--out", str(tmp_path / "ev")])
     assert "another base model" in err
+
+
+def test_eval_on_a_new_probe_file_with_bad_lines_skipped(capsys, tmp_path, tiny_dir):
+    path = write_probe_file(tmp_path / "new.jsonl", [
+        {"id": "a", "split": "forget", "family": "direct", "prompt": "Who directed Inception?",
+         "prefix": "It was directed by", "answer": "Christopher Nolan",
+         "distractors": ["James Cameron", "Ridley Scott"], "leak_patterns": ["nolan"]},
+        {"id": "b", "split": "neighbor", "family": "same-actor",
+         "prompt": "Who directed Titanic?", "answer": "James Cameron",
+         "distractors": ["Ridley Scott"]},
+        {"id": "c", "split": "utility", "family": "general", "format": "completion",
+         "prompt": "The capital of France is", "answer": "Paris", "distractors": ["Tokyo"]},
+    ])
+    with path.open("a") as fh:
+        fh.write("not json at all\n")
+    out = tmp_path / "ev"
+    code = main(["eval", "--base", str(tiny_dir), "--probes", str(path), "--out", str(out),
+                 "--skip-invalid", "--samples", "1"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["skipped_invalid_lines"] == 1
+    assert metrics["families"]["forget/direct"]["n"] == 1
+    assert metrics["splits"]["forget"]["leak_rate"]["n_generations"] == 2  # greedy + 1 sample
+    lines = (out / "probe_results.jsonl").read_text().splitlines()
+    assert [json.loads(x)["id"] for x in lines] == ["a", "b", "c"]
+    # Without an adapter the model is the base model: after equals base.
+    assert metrics["splits"]["utility"]["accuracy_all"]["base"] == \
+        metrics["splits"]["utility"]["accuracy_all"]["after"]
