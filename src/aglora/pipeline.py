@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from aglora.concepts import ConceptSpec, Probe, load_concept, load_tofu
-from aglora.config import RunConfig, config_from_dict, dump_config, load_yaml
+from aglora.config import RunConfig, config_from_dict, config_to_dict, dump_config, load_yaml
 from aglora.errors import AgloraError
 from aglora.io import load_tensors, read_json, save_tensors, write_json, write_text
 from aglora.masks import NeuronMask, load_mask, save_mask, select
@@ -189,7 +189,7 @@ def stage_train(ctx: RunContext) -> None:
     trainable, effective, base_params = count_parameters(peft_model)
     meta = {"concept": concept.name, "masked": ctx.cfg.lora.masked,
             "mask": mask.summary() if ctx.cfg.lora.masked else None,
-            "config": json.loads(json.dumps(__import__("dataclasses").asdict(ctx.cfg)))}
+            "config": config_to_dict(ctx.cfg)}
     adapter_bytes = save_adapter(peft_model, ctx.run_dir / "adapter", meta)
     write_json(ctx.run_dir / "train_history.json", {
         "steps": result.steps, "stopped_early": result.stopped_early,

@@ -40,8 +40,12 @@ def content_start(tok, probe: Probe) -> int:
     """Number of leading template tokens (system prompt etc.) shared by every chat prompt."""
     if probe.format != "chat":
         return 0
-    head = chat_prefix_text(tok, _SENTINEL).split(_SENTINEL)[0]
-    return len(tok(head, add_special_tokens=False)["input_ids"])
+    cached = getattr(tok, "_aglora_content_start", None)
+    if cached is None:
+        head = chat_prefix_text(tok, _SENTINEL).split(_SENTINEL)[0]
+        cached = len(tok(head, add_special_tokens=False)["input_ids"])
+        tok._aglora_content_start = cached
+    return cached
 
 
 @dataclass
