@@ -75,6 +75,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def write_eval_outputs(out_dir: str | os.PathLike, metrics: dict, records: list[dict]) -> None:
+    """An evaluation's metrics.json and probe_results.jsonl (one line per probe)."""
+    out_dir = Path(out_dir)
+    write_text(out_dir / "probe_results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_json(out_dir / "metrics.json", metrics)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():

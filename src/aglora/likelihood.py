@@ -19,7 +19,7 @@ from torch import nn
 
 from aglora.concepts import Probe
 from aglora.forward import target_logprobs
-from aglora.text import context_text, encode, join_target
+from aglora.text import context_ids, context_text, encode, target_ids
 
 
 def score_options(model: nn.Module, tok, probes: list[Probe], batch_size: int = 16,
@@ -30,10 +30,8 @@ def score_options(model: nn.Module, tok, probes: list[Probe], batch_size: int = 
 
 def _tokenize(tok, probe: Probe) -> tuple[list[int], list[list[int]]]:
     ctx = context_text(tok, probe)
-    ctx_ids = tok(ctx, add_special_tokens=probe.format == "completion")["input_ids"]
-    opts = [tok(join_target(ctx, o), add_special_tokens=False)["input_ids"]
-            for o in [probe.answer, *probe.distractors]]
-    return ctx_ids, opts
+    return context_ids(tok, probe, ctx), [target_ids(tok, ctx, o)
+                                          for o in [probe.answer, *probe.distractors]]
 
 
 @torch.no_grad()

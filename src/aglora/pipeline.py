@@ -9,7 +9,6 @@ configuration is refused unless `force` is given.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,14 @@ import torch
 from aglora.concepts import ConceptSpec, Probe, load_concept, load_tofu
 from aglora.config import RunConfig, config_from_dict, config_to_dict, dump_config, load_yaml
 from aglora.errors import AgloraError
-from aglora.io import load_tensors, read_json, save_tensors, write_json, write_text
+from aglora.io import (
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_eval_outputs,
+    write_json,
+    write_text,
+)
 from aglora.masks import NeuronMask, load_mask, save_mask, select
 
 STAGES = ("record", "score", "mask", "train", "eval", "report")
@@ -229,9 +235,7 @@ def stage_eval(ctx: RunContext) -> None:
         "wall_seconds": dict(ctx.state.get("wall_seconds", {})),
     })
     metrics["wall_seconds"]["eval"] = round(metrics["eval_seconds"], 3)
-    write_text(ctx.run_dir / "probe_results.jsonl",
-               "".join(json.dumps(r) + "\n" for r in records))
-    write_json(ctx.run_dir / "metrics.json", metrics)
+    write_eval_outputs(ctx.run_dir, metrics, records)
 
 
 def stage_report(ctx: RunContext) -> None:

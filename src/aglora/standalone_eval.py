@@ -13,7 +13,7 @@ from pathlib import Path
 from aglora.concepts import Probe, load_probes, load_tofu
 from aglora.config import EvalConfig, ModelConfig, config_from_dict
 from aglora.errors import AgloraError
-from aglora.io import write_json, write_text
+from aglora.io import write_eval_outputs
 
 
 def _adapter_dir(path: Path) -> Path:
@@ -74,7 +74,6 @@ def standalone_eval(args: argparse.Namespace) -> dict:
         metrics["relearn"] = relearn_attack(model, tok, probes, args.relearn, eval_cfg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "probe_results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    write_json(out / "metrics.json", metrics)
+    write_eval_outputs(out, metrics, records)
     print(f"[aglora] wrote {out / 'metrics.json'}")
     return metrics

@@ -48,6 +48,18 @@ def content_start(tok, probe: Probe) -> int:
     return cached
 
 
+def context_ids(tok, probe: Probe, context: str) -> list[int]:
+    """Token ids of a probe's context (special tokens added only for plain completions)."""
+    return tok(context, add_special_tokens=probe.format == "completion")["input_ids"]
+
+
+def target_ids(tok, context: str, target: str) -> list[int]:
+    """Token ids of `target` as it continues `context` (tokenized on its own, see join_target)."""
+    if not target:
+        return []
+    return tok(join_target(context, target), add_special_tokens=False)["input_ids"]
+
+
 @dataclass
 class Batch:
     input_ids: torch.Tensor       # [batch, seq]
@@ -66,10 +78,8 @@ def encode(tok, probes: list[Probe], targets: list[str], max_len: int = 256,
     rows, tmask, cstarts = [], [], []
     for i, (probe, target) in enumerate(zip(probes, targets, strict=True)):
         ctx = contexts[i] if contexts is not None else context_text(tok, probe)
-        special = probe.format == "completion"
-        ctx_ids = tok(ctx, add_special_tokens=special)["input_ids"]
-        tgt_text = join_target(ctx, target)
-        tgt_ids = tok(tgt_text, add_special_tokens=False)["input_ids"] if target else []
+        ctx_ids = context_ids(tok, probe, ctx)
+        tgt_ids = target_ids(tok, ctx, target)
         ids = (ctx_ids + tgt_ids)[-max_len:]
         n_ctx = len(ids) - len(tgt_ids)
         rows.append(ids)
