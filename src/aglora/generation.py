@@ -1,7 +1,11 @@
 """Batched, seeded generation and the text statistics computed on it.
 
-Greedy generation plus `n_samples` seeded samples per probe, left-padded batches. Chat probes are
-generated from the chat template alone (no assistant prefix), so the model answers freely.
+Greedy generation plus `n_samples` seeded samples per probe. Chat probes are generated from the
+chat template alone (no assistant prefix), so the model answers freely. The decoding loop is our
+own rather than `model.generate` for two savings that matter on CPU: the system prompt shared by a
+batch runs once, and each prompt runs once for its greedy and sampled continuations (generate's
+`num_return_sequences` repeats the prompt before the forward). A test checks greedy output
+against `model.generate`.
 """
 
 from __future__ import annotations
@@ -14,49 +18,100 @@ from torch import nn
 from tqdm import tqdm
 
 from aglora.concepts import Probe
-from aglora.text import chat_prefix_text
+from aglora.prefill import decoder_and_head, prefill
+from aglora.text import chat_prefix_text, context_ids
 
 
 def generation_context(tok, probe: Probe) -> str:
     return chat_prefix_text(tok, probe.prompt) if probe.format == "chat" else probe.prompt
 
 
+def _stop_ids(model: nn.Module, tok) -> list[int]:
+    """Token ids that end a generation: the model's generation config, else the tokenizer's EOS."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = ids if isinstance(ids, list) else [ids]
+    ids = [i for i in [*ids, tok.eos_token_id] if i is not None]
+    return sorted(set(ids))
+
+
+@torch.no_grad()
+def _generate_rows(model: nn.Module, rows: list[list[int]], n_samples: int, temperature: float,
+                   max_new_tokens: int, stop_ids: list[int], pad_id: int,
+                   generator: torch.Generator) -> list[list[list[int]]]:
+    """Per prompt: [greedy, sample_1..n] new token ids (stop token excluded).
+
+    The prompts run once (shared prefix, see aglora.prefill); the KV cache is then repeated so the
+    greedy row and the sampled rows of a prompt decode together in one batch.
+    """
+    decoder, head = decoder_and_head(model)
+    device = next(model.parameters()).device
+    per_prompt = 1 + n_samples
+    filled = prefill(model, rows, pad_id)
+    cache, mask, hidden = filled.cache, filled.attention_mask, filled.last_hidden
+    if per_prompt > 1:
+        cache.batch_repeat_interleave(per_prompt)
+        mask = mask.repeat_interleave(per_prompt, 0)      # [R, P + width]
+        hidden = hidden.repeat_interleave(per_prompt, 0)  # [R, hidden]
+    n_rows = mask.shape[0]
+    greedy_row = torch.arange(n_rows, device=device) % per_prompt == 0  # [R]
+    stops = torch.tensor(stop_ids, device=device)
+    position = mask.sum(-1)                                # [R]
+    done = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    steps: list[torch.Tensor] = []
+    for step in range(max_new_tokens):
+        logits = head(hidden).float()                      # [R, vocab]
+        token = logits.argmax(-1)
+        if n_samples:
+            probs = torch.softmax(logits / temperature, -1)
+            sampled = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            token = torch.where(greedy_row, token, sampled)
+        token = torch.where(done, torch.full_like(token, pad_id), token)
+        steps.append(token)
+        done |= torch.isin(token, stops)
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones((n_rows, 1), dtype=mask.dtype, device=device)], 1)
+        hidden = decoder(input_ids=token[:, None], attention_mask=mask,
+                         position_ids=position[:, None], cache=cache,
+                         use_cache=True).last_hidden_state[:, -1]
+        position = position + 1
+    new = torch.stack(steps, 1).tolist()                   # [R, steps]
+    out: list[list[list[int]]] = [[] for _ in rows]
+    for r, ids in enumerate(new):
+        cut = next((k for k, t in enumerate(ids) if t in stop_ids), len(ids))
+        out[r // per_prompt].append(ids[:cut])
+    return out
+
+
 @torch.no_grad()
 def generate(model: nn.Module, tok, probes: list[Probe], n_samples: int = 2,
              temperature: float = 0.7, max_new_tokens: int = 32, seed: int = 0,
              batch_size: int = 16, desc: str | None = None) -> list[list[str]]:
-    """For each probe: [greedy, sample_1..sample_n] continuations (decoded, special tokens cut)."""
-    device = next(model.parameters()).device
+    """For each probe: [greedy, sample_1..sample_n] continuations (decoded, special tokens cut).
+
+    `batch_size` counts decoded rows (prompts x (1 + n_samples)). Sampling is pure temperature
+    sampling (no top-k/top-p) from a generator seeded per batch, so results repeat exactly.
+    """
     out: list[list[str]] = [[] for _ in probes]
-    old_side = tok.padding_side
-    tok.padding_side = "left"
-    order = sorted(range(len(probes)), key=lambda i: len(probes[i].prompt))
-    starts = list(range(0, len(order), batch_size))
-    try:
-        for s in tqdm(starts, desc=desc, leave=False, disable=desc is None):
-            idx = order[s: s + batch_size]
-            texts = [generation_context(tok, probes[i]) for i in idx]
-            special = [probes[i].format == "completion" for i in idx]
-            enc = tok(texts, return_tensors="pt", padding=True,
-                      add_special_tokens=all(special)).to(device)
-            common = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
-            greedy = model.generate(**enc, do_sample=False, **common)
-            for row, i in enumerate(idx):
-                out[i].append(_decode(tok, greedy[row, enc["input_ids"].shape[1]:]))
-            if n_samples:
-                torch.manual_seed(seed + s)
-                sampled = model.generate(**enc, do_sample=True, temperature=temperature,
-                                         top_p=1.0, top_k=0, num_return_sequences=n_samples,
-                                         **common)
-                for row in range(sampled.shape[0]):
-                    i = idx[row // n_samples]
-                    out[i].append(_decode(tok, sampled[row, enc["input_ids"].shape[1]:]))
-    finally:
-        tok.padding_side = old_side
+    stop_ids = _stop_ids(model, tok)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    # Same format together (chat prompts share the template head), then by length.
+    order = sorted(range(len(probes)), key=lambda i: (probes[i].format, len(probes[i].prompt)))
+    per_batch = max(1, batch_size // (1 + n_samples))
+    starts = list(range(0, len(order), per_batch))
+    for s in tqdm(starts, desc=desc, leave=False, disable=desc is None):
+        idx = order[s: s + per_batch]
+        rows = [context_ids(tok, probes[i], generation_context(tok, probes[i])) for i in idx]
+        generator = torch.Generator(device=next(model.parameters()).device)
+        generator.manual_seed(seed + s)
+        new = _generate_rows(model, rows, n_samples, temperature, max_new_tokens, stop_ids, pad,
+                             generator)
+        for i, per_row in zip(idx, new, strict=True):
+            out[i] = [_decode(tok, ids) for ids in per_row]
     return out
 
 
-def _decode(tok, ids: torch.Tensor) -> str:
+def _decode(tok, ids: list[int]) -> str:
     return tok.decode(ids, skip_special_tokens=True).strip()
 
 

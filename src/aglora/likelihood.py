@@ -4,9 +4,10 @@ For a probe with an answer and distractors, each option is scored as the *summed
 of its tokens after the probe's context (summed, not averaged: on thin knowledge the sum is the
 sharper instrument, DESIGN.md section 5).
 
-The options of a probe share its context, so the context runs once (left-padded batch, KV cache)
-and the cache is copied to each option: about 3x fewer token-forwards than scoring each
-context+option sequence, which dominates evaluation time on CPU. `score_options_reference`
+The options of a probe share its context, so the context runs once (KV cache) and the cache is
+copied to each option: about 3x fewer token-forwards than scoring each context+option sequence,
+which dominates evaluation time on CPU. The system prompt the contexts of a batch share runs once
+too (`aglora.prefill`). `score_options_reference`
 keeps the plain one-sequence-per-option path; a test checks the two agree.
 """
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from aglora.concepts import Probe
 from aglora.forward import target_logprobs
+from aglora.prefill import decoder_and_head, prefill
 from aglora.text import context_ids, context_text, encode, target_ids
 
 
@@ -36,25 +38,13 @@ def _tokenize(tok, probe: Probe) -> tuple[list[int], list[list[int]]]:
 
 @torch.no_grad()
 def _score_chunk(model: nn.Module, tok, chunk: list[Probe]) -> list[list[tuple[float, int]]]:
-    from transformers import DynamicCache
-
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder, head = lm.get_decoder(), lm.get_output_embeddings()
+    decoder, head = decoder_and_head(model)
     device = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     encoded = [_tokenize(tok, p) for p in chunk]
-    width = max(len(c) for c, _ in encoded)
-    ctx = torch.full((len(chunk), width), pad, dtype=torch.long)
-    ctx_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-    for b, (c, _) in enumerate(encoded):  # left padding: every context ends at column width-1
-        ctx[b, width - len(c):] = torch.tensor(c)
-        ctx_mask[b, width - len(c):] = 1
-    ctx, ctx_mask = ctx.to(device), ctx_mask.to(device)
-    positions = (ctx_mask.cumsum(-1) - 1).clamp_min(0)
-    cache = DynamicCache()
-    out = decoder(input_ids=ctx, attention_mask=ctx_mask, position_ids=positions,
-                  past_key_values=cache, use_cache=True)
-    first_logp = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), -1)  # [B, vocab]
+    filled = prefill(model, [c for c, _ in encoded], pad)  # shared system prompt runs once
+    cache, ctx_mask = filled.cache, filled.attention_mask  # ctx_mask [B, P + width]
+    first_logp = torch.log_softmax(head(filled.last_hidden).float(), -1)  # [B, vocab]
 
     flat = [(b, ids) for b, (_, opts) in enumerate(encoded) for ids in opts]
     rows = torch.tensor([b for b, _ in flat], device=device)
@@ -69,7 +59,7 @@ def _score_chunk(model: nn.Module, tok, chunk: list[Probe]) -> list[list[tuple[f
     full_mask = torch.cat([ctx_mask[rows], opt_mask], dim=1)
     opt_pos = ctx_mask[rows].sum(-1, keepdim=True) + torch.arange(o_width, device=device)
     hidden = decoder(input_ids=opt, attention_mask=full_mask, position_ids=opt_pos,
-                     past_key_values=cache, use_cache=True).last_hidden_state  # [N, To, H]
+                     cache=cache, use_cache=True).last_hidden_state  # [N, To, H]
     # Token k of an option (k >= 1) is predicted at option position k-1; token 0 by the context.
     sums = first_logp[rows].gather(-1, opt[:, :1])[:, 0]  # [N]
     if o_width > 1:
@@ -89,7 +79,8 @@ def score_options_with_lengths(model: nn.Module, tok, probes: list[Probe], batch
                                ) -> tuple[list[list[float]], list[list[int]]]:
     """(summed log-probs, token counts) of [answer, *distractors] for each probe."""
     idx = [i for i, p in enumerate(probes) if p.has_choice]
-    idx.sort(key=lambda i: len(probes[i].prompt) + len(probes[i].prefix))
+    # Same format together (chat probes share the template head), then by length (less padding).
+    idx.sort(key=lambda i: (probes[i].format, len(probes[i].prompt) + len(probes[i].prefix)))
     scores: list[list[float]] = [[] for _ in probes]
     lengths: list[list[int]] = [[] for _ in probes]
     chunk_size = max(1, batch_size // 4)  # each probe expands to ~4 option rows

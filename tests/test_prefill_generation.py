@@ -1,0 +1,72 @@
+"""Shared-prefix prefill and our decoding loop agree with the plain paths they replace."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FORGET, RETAIN
+
+from aglora.concepts import Probe
+from aglora.generation import _stop_ids, generate, generation_context
+from aglora.prefill import common_prefix_length, prefill
+from aglora.text import context_ids
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ([[1, 2, 3], [1, 2, 4]], 2),
+    ([[1, 2], [1, 2, 3]], 1),          # every row keeps one token of its own
+    ([[1, 2, 3]], 2),
+    ([[5], [5, 6]], 0),
+    ([[1, 2, 3], [9, 2, 3]], 0),
+    ([], 0),
+])
+def test_common_prefix_length(rows, expected):
+    assert common_prefix_length(rows) == expected
+
+
+def _probes() -> list[Probe]:
+    chat = [Probe(**r) for r in FORGET + RETAIN]
+    completion = [Probe(prompt="The capital of Japan is", format="completion"),
+                  Probe(prompt="A film about dreams", format="completion")]
+    return chat + completion
+
+
+def test_prefill_last_hidden_matches_plain_forward(model, tok):
+    probes = [Probe(**r) for r in FORGET + RETAIN]
+    rows = [context_ids(tok, p, generation_context(tok, p)) for p in probes]
+    assert common_prefix_length(rows) > 3  # the template head is shared and really skipped
+    filled = prefill(model, rows, tok.pad_token_id)
+    with torch.no_grad():
+        for b, ids in enumerate(rows):
+            plain = model.model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+            torch.testing.assert_close(filled.last_hidden[b], plain, atol=1e-5, rtol=1e-5)
+    assert filled.next_positions.tolist() == [len(r) for r in rows]
+
+
+def test_greedy_matches_transformers_generate(model, tok):
+    probes = _probes()
+    ours = generate(model, tok, probes, n_samples=0, max_new_tokens=8, batch_size=4)
+    stop = _stop_ids(model, tok)
+    for probe, got in zip(probes, ours, strict=True):
+        ids = torch.tensor([context_ids(tok, probe, generation_context(tok, probe))])
+        with torch.no_grad():
+            ref = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 do_sample=False, max_new_tokens=8, eos_token_id=stop,
+                                 pad_token_id=tok.pad_token_id)
+        expected = tok.decode(ref[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        assert got == [expected]
+
+
+def test_samples_are_seeded_and_depend_on_the_seed(model, tok):
+    probes = _probes()
+    a = generate(model, tok, probes, n_samples=3, temperature=5.0, max_new_tokens=8, seed=1,
+                 batch_size=8)
+    b = generate(model, tok, probes, n_samples=3, temperature=5.0, max_new_tokens=8, seed=1,
+                 batch_size=8)
+    c = generate(model, tok, probes, n_samples=3, temperature=5.0, max_new_tokens=8, seed=2,
+                 batch_size=8)
+    assert a == b
+    assert all(len(g) == 4 for g in a)
+    assert [g[1:] for g in a] != [g[1:] for g in c]
+    greedy = generate(model, tok, probes, n_samples=0, max_new_tokens=8)
+    assert [g[0] for g in a] == [g[0] for g in greedy]  # greedy row unaffected by sampling
