@@ -159,3 +159,21 @@ def test_kv_shared_option_scoring_matches_reference(model, tok):
     ref = score_options_reference(pm, tok, probes)
     for f, r in zip(fast, ref, strict=True):
         torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)
+
+
+def test_one_pass_for_content_and_target_logits(model, tok):
+    from aglora.forward import (
+        logits_at,
+        logits_at_each,
+        target_logprobs,
+        target_logprobs_from_logits,
+    )
+
+    probes = [Probe(**r) for r in FORGET + RETAIN]
+    batch = encode(tok, probes, [p.answer for p in probes])
+    with torch.no_grad():
+        content, target = logits_at_each(model, batch, [batch.content_mask, batch.target_mask])
+        torch.testing.assert_close(content, logits_at(model, batch, batch.content_mask))
+        torch.testing.assert_close(target, logits_at(model, batch, batch.target_mask))
+        torch.testing.assert_close(target_logprobs_from_logits(target, batch),
+                                   target_logprobs(model, batch))

@@ -46,6 +46,21 @@ def row_sums(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return out.index_add(0, rows, values)
 
 
+def logits_at_each(model: nn.Module, batch: Batch,
+                   position_sets: list[torch.Tensor]) -> list[torch.Tensor]:
+    """One decoder pass for several position masks [batch, seq] -> [[n_i, vocab], ...]."""
+    union = torch.stack([m.bool() for m in position_sets]).any(0)  # [batch, seq]
+    logits = logits_at(model, batch, union)  # [n_union, vocab]
+    return [logits[m.bool()[union]] for m in position_sets]
+
+
+def target_logprobs_from_logits(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Summed target log-probability per row from logits at the target positions -> [batch]."""
+    logp = torch.log_softmax(logits.float(), -1)  # [n_target, vocab]
+    picked = logp.gather(-1, next_token_ids(batch, batch.target_mask)[:, None])[:, 0]
+    return row_sums(picked, batch.target_mask)
+
+
 def target_logprobs(model: nn.Module, batch: Batch,
                     inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
     """Summed log-probability of each sequence's target tokens -> [batch]."""

@@ -20,7 +20,12 @@ from torch import nn
 from aglora.concepts import Probe
 from aglora.config import TrainConfig
 from aglora.errors import AgloraError
-from aglora.forward import logits_at, target_logprobs
+from aglora.forward import (
+    logits_at,
+    logits_at_each,
+    target_logprobs,
+    target_logprobs_from_logits,
+)
 from aglora.likelihood import choice_summary, score_options
 from aglora.lora import adapter_disabled, trainable_parameters
 from aglora.objectives import (
@@ -132,15 +137,18 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
         if r_cycle is not None and cfg.retain_objective != "none":
             r_items = [retain[i] for i in r_cycle.next()]
             rb = encode(tok, r_items, [p.answer or "" for p in r_items]).to(device)
+            # One decoder pass serves both terms: logits at content and at target positions.
+            content_logits, target_logits = logits_at_each(model, rb, [rb.content_mask,
+                                                                       rb.target_mask])
             if "kl" in cfg.retain_objective:
                 with torch.no_grad(), adapter_disabled(model):
                     base_logits = logits_at(model, rb, rb.content_mask)  # [n, vocab]
-                kl = kl_base_model(logits_at(model, rb, rb.content_mask), base_logits)
+                kl = kl_base_model(content_logits, base_logits)
                 kl_value = float(kl.detach())
                 retain_loss = retain_loss + kl
             if "nll" in cfg.retain_objective:
-                retain_loss = retain_loss + nll_loss(target_logprobs(model, rb),
-                                                     rb.target_mask.sum(-1))
+                retain_loss = retain_loss + nll_loss(
+                    target_logprobs_from_logits(target_logits, rb), rb.target_mask.sum(-1))
         loss = forget_loss + cfg.retain_weight * retain_loss
         if not math.isfinite(float(loss.detach())):
             raise AgloraError(f"training diverged at step {step} (loss {float(loss)}); lower "
