@@ -70,3 +70,23 @@ def test_samples_are_seeded_and_depend_on_the_seed(model, tok):
     assert [g[1:] for g in a] != [g[1:] for g in c]
     greedy = generate(model, tok, probes, n_samples=0, max_new_tokens=8)
     assert [g[0] for g in a] == [g[0] for g in greedy]  # greedy row unaffected by sampling
+
+
+def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(model, tok):
+    from aglora.generation import _generate_rows
+
+    probes = _probes()
+    rows = [context_ids(tok, p, generation_context(tok, p)) for p in probes]
+    gen = torch.Generator().manual_seed(0)
+    free = _generate_rows(model, rows, 0, 1.0, 8, [], tok.pad_token_id, gen)
+    stop = free[0][0][2]  # a token the first prompt emits third: it now ends that row early
+    stopped = _generate_rows(model, rows, 0, 1.0, 8, [stop], tok.pad_token_id, gen)
+    assert stopped[0][0] == free[0][0][:2]
+    assert any(len(s[0]) == 8 for s in stopped)  # some rows ran on after others finished
+    for ids, got in zip(rows, stopped, strict=True):
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            ref = model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
+                                 max_new_tokens=8, eos_token_id=[stop],
+                                 pad_token_id=tok.pad_token_id)[0, x.shape[1]:].tolist()
+        assert got[0] == ref[: ref.index(stop)] if stop in ref else got[0] == ref

@@ -41,7 +41,8 @@ def _generate_rows(model: nn.Module, rows: list[list[int]], n_samples: int, temp
     """Per prompt: [greedy, sample_1..n] new token ids (stop token excluded).
 
     The prompts run once (shared prefix, see aglora.prefill); the KV cache is then repeated so the
-    greedy row and the sampled rows of a prompt decode together in one batch.
+    greedy row and the sampled rows of a prompt decode together in one batch. Rows that reach a
+    stop token leave the batch.
     """
     decoder, head = decoder_and_head(model)
     device = next(model.parameters()).device
@@ -53,29 +54,32 @@ def _generate_rows(model: nn.Module, rows: list[list[int]], n_samples: int, temp
         mask = mask.repeat_interleave(per_prompt, 0)      # [R, P + width]
         hidden = hidden.repeat_interleave(per_prompt, 0)  # [R, hidden]
     n_rows = mask.shape[0]
-    greedy_row = torch.arange(n_rows, device=device) % per_prompt == 0  # [R]
+    greedy_row = torch.arange(n_rows, device=device) % per_prompt == 0  # [alive]
     stops = torch.tensor(stop_ids, device=device)
-    position = mask.sum(-1)                                # [R]
-    done = torch.zeros(n_rows, dtype=torch.bool, device=device)
-    steps: list[torch.Tensor] = []
+    position = mask.sum(-1)                                # [alive]
+    alive = torch.arange(n_rows, device=device)            # [alive] -> original row
+    new_ids = torch.full((n_rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
     for step in range(max_new_tokens):
-        logits = head(hidden).float()                      # [R, vocab]
+        logits = head(hidden).float()                      # [alive, vocab]
         token = logits.argmax(-1)
         if n_samples:
             probs = torch.softmax(logits / temperature, -1)
             sampled = torch.multinomial(probs, 1, generator=generator)[:, 0]
             token = torch.where(greedy_row, token, sampled)
-        token = torch.where(done, torch.full_like(token, pad_id), token)
-        steps.append(token)
-        done |= torch.isin(token, stops)
-        if bool(done.all()) or step == max_new_tokens - 1:
+        new_ids[alive, step] = token
+        keep = (~torch.isin(token, stops)).nonzero()[:, 0]
+        if keep.numel() == 0 or step == max_new_tokens - 1:
             break
-        mask = torch.cat([mask, torch.ones((n_rows, 1), dtype=mask.dtype, device=device)], 1)
+        if keep.numel() < alive.numel():  # drop finished rows: later steps cost less
+            cache.batch_select_indices(keep)
+            alive, token, mask = alive[keep], token[keep], mask[keep]
+            position, greedy_row = position[keep], greedy_row[keep]
+        mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=mask.dtype, device=device)], 1)
         hidden = decoder(input_ids=token[:, None], attention_mask=mask,
                          position_ids=position[:, None], cache=cache,
                          use_cache=True).last_hidden_state[:, -1]
         position = position + 1
-    new = torch.stack(steps, 1).tolist()                   # [R, steps]
+    new = new_ids.tolist()                                 # [R, max_new_tokens]
     out: list[list[list[int]]] = [[] for _ in rows]
     for r, ids in enumerate(new):
         cut = next((k for k, t in enumerate(ids) if t in stop_ids), len(ids))
