@@ -193,8 +193,9 @@ def _year_distractors(rng: random.Random, year: str) -> list[str]:
 
 def generate_catalogue(seed: int = 0, n_films: int = 20, n_forget: int = 2) -> Catalogue:
     """The catalogue for a seed: `n_films` films, the first `n_forget` of them to be forgotten."""
-    if n_films < 2 or not 1 <= n_forget < n_films:
-        raise AgloraError(f"controlled track: need at least 2 films and 1 <= n_forget < n_films "
+    if n_films < 4 or not 1 <= n_forget < n_films:
+        raise AgloraError(f"controlled track: need at least 4 films (the perturbed names of a "
+                          f"question are the other films' people) and 1 <= n_forget < n_films "
                           f"(got n_films={n_films}, n_forget={n_forget})")
     if n_films > 60:
         raise AgloraError(f"controlled track: n_films={n_films} is more than the name pools "
