@@ -81,6 +81,9 @@ def finetune(model: nn.Module, tok, items: list[Probe], cfg: ImplantConfig,
                 loss.backward()
                 opt.step()
                 losses.append(float(loss.detach()))
+                if step % 5 == 0:
+                    log(f"[controlled] implant step {step}/{total} loss {losses[-1]:.3f} "
+                        f"({time.time() - start:.0f}s)")
             row = {"epoch": epoch, "steps": step, "loss": sum(losses) / len(losses),
                    "seconds": round(time.time() - start, 1)}
             history.append(row)
