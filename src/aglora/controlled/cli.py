@@ -26,10 +26,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=MethodSettings.steps,
                    help="unlearning steps, the same for every method")
     p.add_argument("--k", type=int, default=MethodSettings.k, help="ag_lora: neurons in the mask")
-    p.add_argument("--lora-lr", type=float, default=MethodSettings.lora_lr)
-    p.add_argument("--full-lr", type=float, default=MethodSettings.full_lr)
-    p.add_argument("--implant-epochs", type=int, default=ImplantConfig.epochs)
-    p.add_argument("--implant-lr", type=float, default=ImplantConfig.lr)
+    p.add_argument("--lora-lr", type=float, default=MethodSettings.lora_lr,
+                   help="learning rate of ag_lora and plain_lora")
+    p.add_argument("--full-lr", type=float, default=MethodSettings.full_lr,
+                   help="learning rate of full_gd and full_npo")
+    p.add_argument("--implant-epochs", type=int, default=ImplantConfig.epochs,
+                   help="epochs of the implant fine-tune (full and retain models)")
+    p.add_argument("--implant-lr", type=float, default=ImplantConfig.lr,
+                   help="learning rate of the implant fine-tune")
     p.add_argument("--utility-films", type=int, default=6,
                    help="retain films evaluated for model utility")
     p.add_argument("--real-world", type=int, default=20,

@@ -228,20 +228,17 @@ def render_markdown(summary: dict) -> str:
         "them); model utility = harmonic mean of probability, accuracy and truth-ratio score "
         "on retain films, real authors and world facts (docs/controlled.md).", "",
         "| model | forget quality | KS D | model utility | forget-film acc | retain-film acc | "
-        "real-world acc | steps | trainable params | wall s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        "real-world acc | steps | trainable params | train s | wall s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def row(label: str, r: dict) -> str:
         ev = r["eval"]
         real = [ev[k]["accuracy"] for k in ("real_authors", "world_facts") if k in ev]
+        cost = (f"{r['steps']} | {r['trainable_params']:,} | {_f(r['train_seconds'], 0)} | "
+                f"{_f(r['wall_seconds'], 0)}" if "steps" in r else "– | – | – | –")
         return (f"| {label} | {_fq(r['forget_quality'])} | {_f(r['ks_statistic'])} | "
                 f"{_f(r['model_utility'])} | {_f(ev['forget_films']['accuracy'])} | "
-                f"{_f(ev['retain_films']['accuracy'])} | {_f(_mean(real))} | "
-                f"{r.get('steps', '–')} | {r.get('trainable_params', '–'):,} | "
-                f"{_f(r.get('wall_seconds'), 0)} |" if "trainable_params" in r else
-                f"| {label} | {_fq(r['forget_quality'])} | {_f(r['ks_statistic'])} | "
-                f"{_f(r['model_utility'])} | {_f(ev['forget_films']['accuracy'])} | "
-                f"{_f(ev['retain_films']['accuracy'])} | {_f(_mean(real))} | – | – | – |")
+                f"{_f(ev['retain_films']['accuracy'])} | {_f(_mean(real))} | {cost} |")
 
     labels = {"base": "base model (never saw the films)", "full": "full (implanted, before "
               "unlearning)", "retain": "retain (gold reference)"}
@@ -250,7 +247,9 @@ def render_markdown(summary: dict) -> str:
     for name, r in summary["methods"].items():
         lines.append(row(f"**{name}**", r))
     lines += ["", "Accuracy = likelihood choice of the answer over 3 perturbed answers (chance "
-              "0.25), over both wordings (implanted question and held-out paraphrase).", ""]
+              "0.25), over both wordings (implanted question and held-out paraphrase). train s = "
+              "unlearning (with record+score for ag_lora); wall s adds loading and evaluation.",
+              ""]
     fam = ["| model | forget: question | forget: paraphrase | retain: question | "
            "retain: paraphrase | truth ratio (median, forget) |", "| --- | --- | --- | --- | "
            "--- | --- |"]
