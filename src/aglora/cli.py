@@ -1,4 +1,4 @@
-"""Command-line interface: `aglora record|score|mask|train|eval|report|run|demo`.
+"""Command-line interface: `aglora record|score|mask|train|eval|report|run|demo|controlled`.
 
 Every stage is a subcommand over one run directory. Input problems are printed as one line
 (`aglora: error: ...`) with exit status 2; an interrupted run exits 130 and resumes when rerun.
@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relearn", type=int, default=0, metavar="K",
                    help="relearning attack: fine-tune K steps on a quarter of the forget facts")
     _common(p)
+
+    from aglora.controlled.cli import add_parser as add_controlled
+    add_controlled(sub)
     return parser
 
 
@@ -144,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             cmd_run(args, str(DEMO_CONFIG))
         elif args.command == "eval":
             cmd_eval(args)
+        elif args.command == "controlled":
+            from aglora.controlled.cli import cli_main
+            cli_main(args)
         else:
             cmd_stage(args)
     except AgloraError as exc:

@@ -1,0 +1,172 @@
+"""Implant the catalogue into the model by a short full fine-tune, and cache the result.
+
+TOFU fine-tunes a model on all fictitious authors (the "full" model, which is then unlearned)
+and, the same way, on all but the forget authors (the "retain" model: the gold reference an
+unlearned model should be indistinguishable from). Here both are full-parameter fine-tunes of the
+base model on the films' *question* wording (chat template, loss on the answer tokens only,
+AdamW); the paraphrases stay held out. Both models see the same number of epochs.
+
+The fine-tuned weights are cached as safetensors under
+`<cache>/controlled/<key>/{full,retain}.safetensors` (written atomically, with `implant.json`
+beside them), where `key` hashes the catalogue, the implant settings and the base model's
+fingerprint, so a rerun loads them in a second instead of training again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aglora.concepts import Probe
+from aglora.controlled.settings import ImplantConfig
+from aglora.errors import AgloraError
+from aglora.forward import target_logprobs
+from aglora.io import load_tensors, read_json, save_tensors, write_json
+from aglora.models import cache_dir, fingerprint
+from aglora.objectives import nll_loss
+from aglora.text import encode
+
+VARIANTS = ("full", "retain")
+
+
+def finetune(model: nn.Module, tok, items: list[Probe], cfg: ImplantConfig,
+             log: Callable[[str], None] = print) -> list[dict]:
+    """Full-parameter fine-tune of `model` in place on `items` (answer tokens); returns history."""
+    if not items or any(not p.answer for p in items):
+        raise AgloraError("implant: every item needs an answer, and there must be some")
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+
+    def lr_at(step: int) -> float:  # linear warmup, then linear decay to 10 %
+        if step <= cfg.warmup_steps:
+            return cfg.lr * step / max(cfg.warmup_steps, 1)
+        frac = (step - cfg.warmup_steps) / max(total - cfg.warmup_steps, 1)
+        return cfg.lr * (1.0 - 0.9 * frac)
+
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    history: list[dict] = []
+    start = time.time()
+    model.train()
+    step = 0
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            order = list(range(len(items)))
+            rng.shuffle(order)
+            losses = []
+            for s in range(0, len(order), cfg.batch_size):
+                step += 1
+                chunk = [items[i] for i in order[s: s + cfg.batch_size]]
+                batch = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
+                loss = nll_loss(target_logprobs(model, batch), batch.target_mask.sum(-1))
+                if not math.isfinite(float(loss.detach())):
+                    raise AgloraError(f"implant diverged at step {step}; lower the implant lr")
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                if step % 5 == 0:
+                    log(f"[controlled] implant step {step}/{total} loss {losses[-1]:.3f} "
+                        f"({time.time() - start:.0f}s)")
+            row = {"epoch": epoch, "steps": step, "loss": sum(losses) / len(losses),
+                   "seconds": round(time.time() - start, 1)}
+            history.append(row)
+            log(f"[controlled] implant epoch {epoch}/{cfg.epochs} loss {row['loss']:.3f} "
+                f"({row['seconds']:.0f}s, {step}/{total} steps)")
+    finally:
+        model.eval()
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
+    return history
+
+
+def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter once (tied weights appear under one name) -> safetensors-ready dict."""
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """Load weights saved by `weights_of` into a model of the same architecture."""
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    named = dict(model.named_parameters())
+    really_missing = [k for k in missing if k in named]
+    if unexpected or really_missing:
+        raise AgloraError(f"cached implant weights do not fit this model (missing "
+                          f"{really_missing[:2]}, unexpected {unexpected[:2]}); delete the cache "
+                          "folder and rerun")
+    return model
+
+
+def cache_key(catalogue_digest: str, cfg: ImplantConfig, base: nn.Module) -> str:
+    blob = json.dumps({"catalogue": catalogue_digest, "implant": asdict(cfg),
+                       "base": fingerprint(base), "format": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def implant_dir(key: str, root: Path | None = None) -> Path:
+    return (root or cache_dir() / "controlled") / key
+
+
+def ensure_implanted(load_base: Callable[[], tuple[nn.Module, object]],
+                     items: dict[str, list[Probe]], catalogue_digest: str, cfg: ImplantConfig,
+                     root: Path | None = None, log: Callable[[str], None] = print) -> Path:
+    """Train (or find cached) the 'full' and 'retain' weights; return their cache folder.
+
+    `items` maps each variant ('full', 'retain') to its implant items; `load_base` returns a
+    fresh (model, tokenizer) of the base model each time it is called.
+    """
+    if set(items) != set(VARIANTS):
+        raise AgloraError(f"implant: expected items for {VARIANTS}, got {sorted(items)}")
+    base, _ = load_base()
+    folder = implant_dir(cache_key(catalogue_digest, cfg, base), root)
+    del base
+    meta_path = folder / "implant.json"
+    meta = read_json(meta_path) if meta_path.is_file() else {"variants": {}}
+    for variant in VARIANTS:
+        path = folder / f"{variant}.safetensors"
+        if path.is_file() and variant in meta["variants"]:
+            log(f"[controlled] implant cache hit: {path}")
+            continue
+        log(f"[controlled] implanting the '{variant}' model ({len(items[variant])} items, "
+            f"{cfg.epochs} epochs) -> {path}")
+        model, tok = load_base()
+        start = time.time()
+        history = finetune(model, tok, items[variant], cfg, log)
+        save_tensors(path, weights_of(model))
+        meta["variants"][variant] = {"n_items": len(items[variant]), "history": history,
+                                     "seconds": round(time.time() - start, 1)}
+        meta["settings"] = asdict(cfg)
+        meta["catalogue_sha256"] = catalogue_digest
+        write_json(meta_path, meta)
+        del model
+    return folder
+
+
+def load_implanted(load_base: Callable[[], tuple[nn.Module, object]], folder: Path,
+                   variant: str) -> tuple[nn.Module, object]:
+    """A fresh base model with the cached `variant` weights loaded (eval mode, frozen)."""
+    if variant not in VARIANTS:
+        raise AgloraError(f"unknown implant variant {variant!r}; use one of {VARIANTS}")
+    model, tok = load_base()
+    load_weights(model, load_tensors(folder / f"{variant}.safetensors"))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, tok

@@ -1,0 +1,287 @@
+"""Run the controlled track: catalogue -> implant -> unlearn with each method -> TOFU metrics.
+
+Output directory:
+```
+OUT/
+  catalogue.json              the films and every question (seeded)
+  reference/{base,full,retain}.json   the base model, the implanted full model, the retain model
+  methods/<method>.json       one per method: settings, training history, metrics
+  controlled.json             everything above in one file
+  controlled.md               the table; controlled.png: forget quality vs model utility
+```
+Each reference and method file is written atomically when it is done and is skipped on a rerun
+with the same settings, so an interrupted run resumes per method. The implanted models are
+cached across output directories (`implant.py`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from torch import nn
+
+from aglora.concepts import Probe, load_tofu
+from aglora.controlled.catalogue import Catalogue, generate_catalogue
+from aglora.controlled.forget_quality import (
+    answer_probability,
+    forget_quality,
+    harmonic_mean,
+    option_probability,
+    tofu_truth_ratio,
+    truth_ratio_score,
+)
+from aglora.controlled.implant import ensure_implanted, load_implanted
+from aglora.controlled.methods import METHODS
+from aglora.controlled.settings import ControlledConfig
+from aglora.io import read_json, write_json, write_text, write_with
+from aglora.likelihood import choice_correct, margin, score_options_with_lengths
+
+DEFAULT_METHODS = ["ag_lora", "plain_lora", "full_gd", "full_npo"]
+REFERENCES = ("base", "full", "retain")
+Loader = Callable[[], tuple[nn.Module, object]]
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+def eval_sets(cat: Catalogue, cfg: ControlledConfig) -> dict[str, list[Probe]]:
+    """The probe sets every model is measured on (forget films, retain films, real world)."""
+    retain_films = [f.index for f in cat.films if not f.forget][: cfg.utility_films]
+    retain_probes = [p for q in cat.questions if q.film in retain_films
+                     for p in (q.question, q.paraphrase)]
+    tofu = load_tofu(cfg.real_world_limit) if cfg.real_world_limit else []
+    sets = {"forget_films": cat.probes(forget=True, wording=cfg.fq_wording),
+            "retain_films": retain_probes,
+            "real_authors": [p for p in tofu if p.family == "tofu-real-authors"],
+            "world_facts": [p for p in tofu if p.family == "tofu-world-facts"]}
+    return {k: v for k, v in sets.items() if v}
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def summarise_set(name: str, probes: list[Probe], scores: list[list[float]],
+                  lengths: list[list[int]]) -> dict:
+    """TOFU's per-set numbers from option scores; per-probe truth ratios kept for the KS test."""
+    correct = [float(choice_correct(s)) for s in scores]
+    ratios = [tofu_truth_ratio(s, n) for s, n in zip(scores, lengths, strict=True)]
+    fictitious = name.endswith("_films")
+    probs = [(answer_probability if fictitious else option_probability)(s, n)
+             for s, n in zip(scores, lengths, strict=True)]
+    by_family = {fam: _mean([c for c, p in zip(correct, probes, strict=True) if p.family == fam])
+                 for fam in sorted({p.family for p in probes})}
+    return {"n": len(probes), "accuracy": _mean(correct), "accuracy_by_family": by_family,
+            "margin": _mean([margin(s) for s in scores]),
+            "probability": _mean(probs), "probability_kind":
+                "answer^(1/len)" if fictitious else "normalised over options",
+            "truth_ratio_median": sorted(ratios)[len(ratios) // 2],
+            "truth_ratio_score": truth_ratio_score(ratios),
+            "truth_ratios": ratios, "ids": [p.id for p in probes]}
+
+
+def evaluate_model(model: nn.Module, tok, sets: dict[str, list[Probe]], batch_size: int,
+                   log: Callable[[str], None] = print, label: str = "") -> dict:
+    out = {}
+    start = time.time()
+    for name, probes in sets.items():
+        scores, lengths = score_options_with_lengths(model, tok, probes, batch_size)
+        out[name] = summarise_set(name, probes, scores, lengths)
+    log(f"[controlled] evaluated {label} on {sum(len(v) for v in sets.values())} probes in "
+        f"{time.time() - start:.0f}s: " + ", ".join(f"{k} acc {v['accuracy']:.2f}"
+                                                    for k, v in out.items()))
+    out["eval_seconds"] = round(time.time() - start, 1)
+    return out
+
+
+def model_utility(ev: dict) -> tuple[float, dict]:
+    """Harmonic mean of (probability, accuracy, truth-ratio score) on each utility set."""
+    parts = {}
+    for name in ("retain_films", "real_authors", "world_facts"):
+        if name in ev:
+            for key in ("probability", "accuracy", "truth_ratio_score"):
+                parts[f"{name}.{key}"] = ev[name][key]
+    return harmonic_mean(list(parts.values())), parts
+
+
+def add_tofu_metrics(result: dict, retain_ratios: list[float]) -> dict:
+    ev = result["eval"]
+    result.update(forget_quality(ev["forget_films"]["truth_ratios"], retain_ratios))
+    result["model_utility"], result["utility_components"] = model_utility(ev)
+    return result
+
+
+# ---- the run -------------------------------------------------------------------------------------
+def _settings(cfg: ControlledConfig, implant_folder: Path) -> dict:
+    return {"config": asdict(cfg), "implant_cache": implant_folder.name}
+
+
+def _reference_settings(settings: dict) -> dict:
+    """What a reference evaluation depends on: not the methods or their settings."""
+    config = {k: v for k, v in settings["config"].items() if k not in ("methods", "method")}
+    return {"config": config, "implant_cache": settings["implant_cache"]}
+
+
+def _done(path: Path, settings: dict) -> dict | None:
+    if path.is_file():
+        old = read_json(path)
+        if old.get("settings") == settings:
+            return old
+    return None
+
+
+def run_reference(name: str, load_base: Loader, folder: Path, sets: dict, cfg: ControlledConfig,
+                  out: Path, settings: dict, log: Callable[[str], None]) -> dict:
+    path = out / "reference" / f"{name}.json"
+    settings = _reference_settings(settings)
+    done = _done(path, settings)
+    if done is not None:
+        log(f"[controlled] {name}: already evaluated, skipped")
+        return done
+    model, tok = load_base() if name == "base" else load_implanted(load_base, folder, name)
+    result = {"name": name, "settings": settings,
+              "eval": evaluate_model(model, tok, sets, cfg.eval_batch_size, log, name)}
+    write_json(path, result)
+    return result
+
+
+def run_method(name: str, cat: Catalogue, load_base: Loader, folder: Path, sets: dict,
+               cfg: ControlledConfig, out: Path, settings: dict,
+               log: Callable[[str], None]) -> dict:
+    path = out / "methods" / f"{name}.json"
+    done = _done(path, settings)
+    if done is not None:
+        log(f"[controlled] {name}: already finished, skipped")
+        return done
+    forget_items = [q.question for q in cat.questions if q.question.split == "forget"]
+    retain_items = [q.question for q in cat.questions if q.question.split != "forget"]
+    log(f"[controlled] == {name}: unlearning {len(forget_items)} forget items, "
+        f"{cfg.method.steps} steps ==")
+    start = time.time()
+    model, tok = load_implanted(load_base, folder, "full")
+    outcome = METHODS[name](model, tok, forget_items, retain_items, cfg.method, log)
+    ev = evaluate_model(outcome.model, tok, sets, cfg.eval_batch_size, log, name)
+    result = {"name": name, "settings": settings, "steps": outcome.steps,
+              "trainable_params": outcome.trainable_params,
+              "train_seconds": round(outcome.seconds, 1),
+              "wall_seconds": round(time.time() - start, 1), "history": outcome.history,
+              "extra": outcome.extra, "eval": ev}
+    write_json(path, result)
+    return result
+
+
+def run_controlled(cfg: ControlledConfig, out: Path, load_base: Loader,
+                   cache_root: Path | None = None, log: Callable[[str], None] = print) -> dict:
+    """The whole track; returns (and writes) controlled.json."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    cat = generate_catalogue(cfg.seed, cfg.n_films, cfg.n_forget)
+    write_json(out / "catalogue.json", cat.to_dict())
+    items = {"full": [q.question for q in cat.questions],
+             "retain": [q.question for q in cat.questions if q.question.split != "forget"]}
+    folder = ensure_implanted(load_base, items, cat.digest(), cfg.implant, cache_root, log)
+    settings = _settings(cfg, folder)
+    sets = eval_sets(cat, cfg)
+    refs = {name: run_reference(name, load_base, folder, sets, cfg, out, settings, log)
+            for name in REFERENCES}
+    retain_ratios = refs["retain"]["eval"]["forget_films"]["truth_ratios"]
+    for ref in refs.values():
+        add_tofu_metrics(ref, retain_ratios)
+    methods = {}
+    for name in cfg.methods:
+        methods[name] = add_tofu_metrics(
+            run_method(name, cat, load_base, folder, sets, cfg, out, settings, log), retain_ratios)
+    summary = {"settings": settings, "catalogue_sha256": cat.digest(),
+               "forget_films": [f.title for f in cat.forget_films],
+               "implant": read_json(folder / "implant.json"),
+               "references": refs, "methods": methods,
+               "wall_seconds": round(time.time() - start, 1)}
+    write_json(out / "controlled.json", summary)
+    write_text(out / "controlled.md", render_markdown(summary))
+    _plot(summary, out / "controlled.png", log)
+    log(f"[controlled] wrote {out / 'controlled.md'}")
+    return summary
+
+
+# ---- outputs -------------------------------------------------------------------------------------
+def _f(x: float | None, digits: int = 2) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+def _fq(p: float) -> str:
+    return f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def render_markdown(summary: dict) -> str:
+    cfg = summary["settings"]["config"]
+    lines = [
+        "# Controlled track (TOFU protocol on a fictitious film catalogue)", "",
+        f"Seed {cfg['seed']}: {cfg['n_films']} films, forget {', '.join(summary['forget_films'])}."
+        f" Unlearning budget: {cfg['method']['steps']} steps of {cfg['method']['batch_size']} "
+        "forget + retain items for every method. Forget quality = KS p-value of truth ratios "
+        "against the retain model on the forget films (higher = closer to never having seen "
+        "them); model utility = harmonic mean of probability, accuracy and truth-ratio score "
+        "on retain films, real authors and world facts (docs/controlled.md).", "",
+        "| model | forget quality | KS D | model utility | forget-film acc | retain-film acc | "
+        "real-world acc | steps | trainable params | train s | wall s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def row(label: str, r: dict) -> str:
+        ev = r["eval"]
+        real = [ev[k]["accuracy"] for k in ("real_authors", "world_facts") if k in ev]
+        cost = (f"{r['steps']} | {r['trainable_params']:,} | {_f(r['train_seconds'], 0)} | "
+                f"{_f(r['wall_seconds'], 0)}" if "steps" in r else "– | – | – | –")
+        return (f"| {label} | {_fq(r['forget_quality'])} | {_f(r['ks_statistic'])} | "
+                f"{_f(r['model_utility'])} | {_f(ev['forget_films']['accuracy'])} | "
+                f"{_f(ev['retain_films']['accuracy'])} | {_f(_mean(real))} | {cost} |")
+
+    labels = {"base": "base model (never saw the films)", "full": "full (implanted, before "
+              "unlearning)", "retain": "retain (gold reference)"}
+    for name, r in summary["references"].items():
+        lines.append(row(labels.get(name, name), r))
+    for name, r in summary["methods"].items():
+        lines.append(row(f"**{name}**", r))
+    lines += ["", "Accuracy = likelihood choice of the answer over 3 perturbed answers (chance "
+              "0.25), over both wordings (implanted question and held-out paraphrase). train s = "
+              "unlearning (with record+score for ag_lora); wall s adds loading and evaluation.",
+              ""]
+    fam = ["| model | forget: question | forget: paraphrase | retain: question | "
+           "retain: paraphrase | truth ratio (median, forget) |", "| --- | --- | --- | --- | "
+           "--- | --- |"]
+    for name, r in [*summary["references"].items(), *summary["methods"].items()]:
+        ev = r["eval"]
+        ff, rf = ev["forget_films"]["accuracy_by_family"], ev["retain_films"]["accuracy_by_family"]
+        fam.append(f"| {name} | {_f(ff.get('question'))} | {_f(ff.get('paraphrase'))} | "
+                   f"{_f(rf.get('question'))} | {_f(rf.get('paraphrase'))} | "
+                   f"{_f(ev['forget_films']['truth_ratio_median'])} |")
+    return "\n".join(lines + fam) + "\n"
+
+
+def _plot(summary: dict, path: Path, log: Callable[[str], None]) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        log("[controlled] matplotlib missing: no plot")
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for group, marker in (("references", "s"), ("methods", "o")):
+        for name, r in summary[group].items():
+            y = max(r["forget_quality"], 1e-12)
+            ax.scatter(r["model_utility"], y, marker=marker)
+            ax.annotate(name, (r["model_utility"], y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xlabel("model utility")
+    ax.set_ylabel("forget quality (KS p-value)")
+    ax.set_title("Controlled track: forget quality vs utility")
+    fig.tight_layout()
+    write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+
