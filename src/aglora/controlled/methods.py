@@ -128,6 +128,7 @@ def _full_unlearn(model: nn.Module, tok, forget: list[Probe], retain: list[Probe
                   s: MethodSettings, objective: str, log: Callable[[str], None]
                   ) -> MethodOutcome:
     """Every parameter trained: forget term (grad_ascent | npo) + retain_weight * retain NLL."""
+    label = "full_npo" if objective == "npo" else "full_gd"
     device = next(model.parameters()).device
     rng = random.Random(s.seed)
     torch.manual_seed(s.seed)
@@ -160,7 +161,7 @@ def _full_unlearn(model: nn.Module, tok, forget: list[Probe], retain: list[Probe
             retain_loss = nll_loss(target_logprobs(model, rb), rb.target_mask.sum(-1))
             loss = forget_loss + s.full_retain_weight * retain_loss
             if not math.isfinite(float(loss.detach())):
-                raise AgloraError(f"full_{objective} diverged at step {step}; lower full_lr")
+                raise AgloraError(f"{label} diverged at step {step}; lower full_lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -169,7 +170,7 @@ def _full_unlearn(model: nn.Module, tok, forget: list[Probe], retain: list[Probe
                    "retain_loss": float(retain_loss.detach()),
                    "seconds": round(time.time() - start, 2)}
             history.append(row)
-            log(f"[controlled] full_{objective} step {step:3d} loss {row['loss']:.3f} forget "
+            log(f"[controlled] {label} step {step:3d} loss {row['loss']:.3f} forget "
                 f"{row['forget_loss']:.3f} retain {row['retain_loss']:.3f}")
     finally:
         model.eval()
