@@ -142,6 +142,12 @@ def test_bench_runs_resumes_and_tabulates(tmp_path, concept_path, tok):
     assert not any("skipped" in m for m in logs)
     assert any("act_edit seed 0: running" in m for m in logs)
 
+    # Report only: no model needed, only finished cells of the chosen methods tabulated.
+    (out / "bench.md").unlink()
+    result = run_bench(path, out, methods="ag_lora", seeds=1, report_only=True, log=logs.append)
+    assert [c["label"] for c in result["cells"]] == ["ag_lora"]
+    assert "| random-k8 |" not in (out / "bench.md").read_text()
+
 
 def test_cli_bench_unknown_method_is_a_clean_error(tmp_path, concept_path, capsys):
     path = _bench_yaml(tmp_path, concept_path)

@@ -644,10 +644,12 @@ def _seeds(entry: MethodEntry, seeds: int) -> list[int]:
 # ---- the command -------------------------------------------------------------------------------
 def run_bench(config: str | Path, out: Path, methods: str | None = None,
               seeds: int | None = None, overrides: list[str] | None = None,
-              force: bool = False, log=print, model_tok: tuple | None = None) -> dict:
+              force: bool = False, log=print, model_tok: tuple | None = None,
+              report_only: bool = False) -> dict:
     """Run every unfinished cell, then write bench.json, bench.md and tradeoff.png.
 
     `model_tok` gives an already loaded (model, tokenizer) instead of `run.model` (tests).
+    `report_only` runs nothing: it tabulates the finished cells of the selected methods.
     """
     import yaml
     cfg = load_bench_config(config, overrides)
@@ -662,6 +664,13 @@ def run_bench(config: str | Path, out: Path, methods: str | None = None,
                    {"method": e.method, "label": e.label, "set": e.overrides}
                    for e in cfg.entries]}, sort_keys=False))
     run = cfg.settings.run
+    if report_only:
+        shared = {"record_seconds": _cached_seconds(out / "shared" / "scores.json"),
+                  "base_eval_seconds": _cached_seconds(out / "shared" / "base_side.json")}
+        result = write_outputs(out, cfg, entries, n_seeds, shared)
+        log(f"[bench] wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'tradeoff.png'} "
+            f"from {len(result['cells'])} finished cells")
+        return result
     concept = load_concept(run.concept)
     total_start = time.time()
     from aglora.models import load_model
@@ -670,7 +679,9 @@ def run_bench(config: str | Path, out: Path, methods: str | None = None,
     stats, scores, record_s = shared_scores(model, tok, concept, run, out, log)
     base_side, base_s = shared_base_side(model, tok, probes, cfg.settings, out, log)
     shared = {"record_seconds": record_s, "base_eval_seconds": base_s, "n_probes": len(probes)}
-    todo = [(e, s) for e in entries for s in _seeds(e, n_seeds)]
+    # Seed-major order: an interrupted bench has every method at its first seeds.
+    todo = sorted(((e, s) for e in entries for s in _seeds(e, n_seeds)),
+                  key=lambda es: es[1])
     for n, (entry, seed) in enumerate(todo, 1):
         path = out / "cells" / entry.label / f"seed{seed}.json"
         key = cell_key(cfg, entry, seed)
@@ -691,6 +702,10 @@ def run_bench(config: str | Path, out: Path, methods: str | None = None,
     log(f"[bench] wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'tradeoff.png'} "
         f"({shared['session_seconds'] / 60:.1f} min this session)")
     return result
+
+
+def _cached_seconds(path: Path) -> float:
+    return float(read_json(path).get("seconds", float("nan"))) if path.is_file() else float("nan")
 
 
 def _quiet(log):

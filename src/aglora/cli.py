@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a bench config value, e.g. --set run.train.max_steps=20")
     p.add_argument("--force", action="store_true", help="rerun finished cells")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing; tabulate the finished cells")
 
     p = sub.add_parser("eval", help="evaluate probe files on a model, with or without adapter")
     p.add_argument("run_dir", nargs="?", help="run directory: run its eval stage")
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             from aglora.bench import run_bench
             run_bench(args.config, Path(args.out), args.methods, args.seeds, args.overrides,
-                      args.force)
+                      args.force, report_only=args.report_only)
         elif args.command == "eval":
             cmd_eval(args)
         else:
