@@ -2,7 +2,8 @@
 
 Each step samples a forget batch and a retain batch (seeded). The base model's outputs, needed by
 NPO (reference log-probs, computed once) and by the KL retain term (computed per step), come from
-the same peft model with its adapter disabled, so no second copy of the weights is held.
+the same peft model with its adapter disabled, so no second copy of the weights is held (full-
+parameter baselines pass the untouched base model as `reference` instead).
 Training stops early once the forget items are at chance on likelihood choice (and their mean
 margin is below `stop_margin`), after `min_steps`; `max_steps` is a hard cap.
 """
