@@ -186,3 +186,16 @@ def test_mask_shape_mismatch_is_refused(tok, concept_path):
     inp.scores = torch.ones(N_LAYERS, D_FF + 1)
     with pytest.raises(AgloraError, match="does not fit"):
         apply_method("act_edit", make_model(), tok, inp)
+
+
+@pytest.mark.parametrize("name", ["full_npo", "act_edit", "rmu"])
+def test_method_works_on_the_callers_copy(name, tok, concept_path):
+    import copy
+    base = make_model()
+    before = _state(base)
+    inp = _inputs(concept_path)
+    inp.work = copy.deepcopy(base)
+    work = inp.work
+    res = apply_method(name, base, tok, inp)
+    assert res.after is work and inp.work is None  # used once, not kept for the next method
+    assert not _changed(before, base)

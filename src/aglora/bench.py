@@ -161,6 +161,19 @@ def _key(obj: Any) -> str:
 
 
 # ---- memory ------------------------------------------------------------------------------------
+def release_memory() -> None:
+    """Collect garbage and hand freed heap memory back to the OS (glibc), so that an RSS
+    measurement that starts now is not masked by memory an earlier cell freed but kept."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
@@ -358,9 +371,14 @@ def run_cell(model: nn.Module, tok, concept: ConceptSpec, probes: list[Probe], b
              cell_dir: Path, log=print) -> dict:
     s = cfg.cell_settings(entry, seed)
     device = next(model.parameters()).device
+    # The working copy of the base is made before the memory measurement: peak memory is what
+    # the method needs beyond the loaded base model and one copy of it.
+    work = copy.deepcopy(model)
     inp = MethodInputs(cfg=s.run, concept=concept, scores=scores["score"],
                        retain_mean=stats.get("retain.act_mean"), rmu=s.rmu,
-                       act_edit=s.act_edit, out_dir=cell_dir, log=log)
+                       act_edit=s.act_edit, out_dir=cell_dir, log=log, work=work)
+    del work
+    release_memory()
     start = time.time()
     with PeakMemory(device) as mem:
         un = apply_method(entry.method, model, tok, inp)
@@ -388,7 +406,7 @@ def run_cell(model: nn.Module, tok, concept: ConceptSpec, probes: list[Probe], b
                  "n_selected": un.mask.n_selected if un.mask is not None else None},
     }
     del un
-    gc.collect()
+    release_memory()
     return cell
 
 
@@ -552,8 +570,9 @@ def bench_markdown(summary: dict[str, dict], base: dict[str, float], header: str
               "degenerate; *relearn recovered* = share of the forget accuracy gap that a "
               "full-parameter fine-tune on a quarter of the known forget facts brings back on "
               "the rest; *train s* = wall time of the method (training and its early-stopping "
-              "checks, or setup); *peak MB* = peak resident memory above the level before the "
-              "method ran (CPU: sampled RSS; CUDA: allocated); *artifact* = what ships (adapter "
+              "checks, or setup); *peak MB* = peak memory while the method ran, above the loaded "
+              "base model and one working copy of it (CPU: sampled RSS after handing freed "
+              "memory back to the OS; CUDA: allocated); *artifact* = what ships (adapter "
               "files, changed weights, or the mask). Values: mean ± sample sd over seeds.", ""]
     return "\n".join(lines)
 

@@ -50,6 +50,9 @@ class MethodInputs:
     rmu: RmuConfig = field(default_factory=RmuConfig)
     act_edit: ActEditConfig = field(default_factory=ActEditConfig)
     out_dir: Path | None = None               # where the method writes its artifact
+    work: nn.Module | None = None             # a fresh deep copy of the base to work on
+                                              # (made by the caller, e.g. outside a memory
+                                              # measurement); None = the method copies
     log: Callable[[str], None] = print
 
 
@@ -119,8 +122,11 @@ def random_mask(base: nn.Module, inp: MethodInputs) -> NeuronMask:
     return NeuronMask(select(score, inp.cfg.mask), _layer_indices(base))
 
 
-def _fresh_copy(base: nn.Module) -> nn.Module:
-    work = copy.deepcopy(base)
+def _fresh_copy(base: nn.Module, inp: MethodInputs) -> nn.Module:
+    """The copy of the base a method modifies: the caller's `inp.work` (used once) or a new one."""
+    work, inp.work = inp.work, None
+    if work is None or work is base:
+        work = copy.deepcopy(base)
     for p in work.parameters():
         p.requires_grad_(False)
     return work
@@ -136,7 +142,7 @@ def _lora(base: nn.Module, tok, inp: MethodInputs, mask: NeuronMask | None) -> U
     lcfg = (dataclasses.replace(cfg.lora, masked=True, all_layers=False) if mask is not None
             else dataclasses.replace(cfg.lora, masked=False, all_layers=True))
     torch.manual_seed(cfg.train.seed)
-    model = attach_lora(_fresh_copy(base), mask, lcfg)
+    model = attach_lora(_fresh_copy(base, inp), mask, lcfg)
     c = inp.concept
     result = train(model, tok, c.forget, c.retain, cfg.train, c.refusals, c.alternatives,
                    log=inp.log)
@@ -156,7 +162,7 @@ def _full(base: nn.Module, tok, inp: MethodInputs, forget_objective: str,
     tcfg = dataclasses.replace(cfg.train, forget_objective=forget_objective,
                                retain_objective=retain_objective)
     torch.manual_seed(cfg.train.seed)
-    model = _fresh_copy(base)
+    model = _fresh_copy(base, inp)
     params = list(model.parameters())  # tied embeddings appear once
     for p in params:
         p.requires_grad_(True)
@@ -197,7 +203,7 @@ def full_npo(base: nn.Module, tok, inp: MethodInputs) -> Unlearned:
 
 @register("rmu", "representation misdirection on a few layers' MLP weights (WMDP)")
 def rmu(base: nn.Module, tok, inp: MethodInputs) -> Unlearned:
-    model = _fresh_copy(base)
+    model = _fresh_copy(base, inp)
     c = inp.concept
     result = train_rmu(model, base, tok, c.forget, c.retain, inp.cfg.train, inp.rmu, log=inp.log)
     params = rmu_parameters(model, inp.rmu)
@@ -209,7 +215,7 @@ def rmu(base: nn.Module, tok, inp: MethodInputs) -> Unlearned:
           seeded=False)
 def act_edit(base: nn.Module, tok, inp: MethodInputs) -> Unlearned:
     mask = ag_mask(base, inp)
-    model = _fresh_copy(base)
+    model = _fresh_copy(base, inp)
     apply_edit(model, mask, inp.act_edit.mode, inp.retain_mean)
     if inp.out_dir is not None:
         save_mask(mask, inp.out_dir)
