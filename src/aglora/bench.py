@@ -595,12 +595,18 @@ def tradeoff_plot(summary: dict[str, dict], cells: list[dict], base: dict[str, f
                        alpha=0.3, s=14)
             ax.errorbar(v["forget_acc"]["mean"], v[key]["mean"], xerr=v["forget_acc"]["sd"],
                         yerr=v[key]["sd"], fmt="o", color=color, label=label, capsize=3)
+            ax.annotate(label, (v["forget_acc"]["mean"], v[key]["mean"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points", color=color)
     for ax in axes:
         ax.axvline(base["chance"], color="grey", ls="--", lw=1)
-        ax.set_xlabel("forget known accuracy after (lower = more forgotten; dashed = chance)")
+        ax.set_xlabel("forget known accuracy after (dashed: chance)")
     axes[0].set_ylabel("neighbour known accuracy after (higher = kept)")
-    axes[1].set_ylabel("KL(base ‖ after) on neighbours (lower = less disturbed)")
-    axes[1].set_yscale("symlog", linthresh=1e-3)
+    axes[1].set_ylabel("KL(base ‖ after) on neighbours (lower = better)")
+    kls = [c for c in (cell_values(c)["kl_neighbor"] for c in cells) if c == c]
+    if kls and min(kls) > 0:
+        axes[1].set_yscale("log")
+    else:
+        axes[1].set_yscale("symlog", linthresh=1e-3)
     axes[0].legend(fontsize=8, loc="lower right")
     fig.suptitle("Forgetting vs retention: one point per method (mean ± sd over seeds)")
     fig.tight_layout()
