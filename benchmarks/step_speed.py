@@ -6,7 +6,8 @@ On the embedded SmolLM2-135M-Instruct (CPU) with the Inception concept's trainin
 - masked-LoRA training step vs plain LoRA at the same rank and batch, on the same layers and on
   every layer (target: masked <= 1.10 x plain). A step is one step of `train.train` with the
   demo objective (NPO forget + KL retain: forward+backward on a forget batch, a base forward and
-  a forward+backward on a retain batch); the median over steps after two warm-up steps;
+  a forward+backward on a retain batch); the variants' steps interleaved round-robin, median
+  over `--steps` rounds after one warm-up round;
 - record + score, in units of one forward+backward pass (NLL of the answers, gradients down to
   the input embeddings) over the same items in the same batches (target: <= 3);
 - evaluation throughput: likelihood-choice probes/s and greedy-generation probes/s;
@@ -28,7 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from aglora.bench import PeakMemory
+from aglora.bench import PeakMemory, release_memory
 from aglora.concepts import Probe, load_concept
 from aglora.config import LoraConfig, MaskConfig, ModelConfig, TrainConfig
 from aglora.forward import target_logprobs
@@ -57,19 +58,32 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def step_times(model: nn.Module, tok, forget: list[Probe], retain: list[Probe],
-               mask: NeuronMask | None, lcfg: LoraConfig, tcfg: TrainConfig
-               ) -> tuple[float, int]:
-    """(median seconds per training step after 2 warm-up steps, peak memory bytes)."""
+               variants: dict[str, tuple[NeuronMask | None, LoraConfig]], tcfg: TrainConfig,
+               rounds: int) -> dict[str, tuple[float, int]]:
+    """Per variant: (median seconds of one training step, peak memory bytes of a step).
+
+    The variants' steps are interleaved round-robin (masked, plain, ...; `rounds` times after
+    one warm-up round), so a change in machine load during the measurement hits every variant
+    alike. Each step is one `train.train` call with max_steps=1 on the same seeded batch; the
+    time is the loop's own (the NPO reference pass before it is not counted).
+    """
     device = next(model.parameters()).device
-    work = copy.deepcopy(model)
-    torch.manual_seed(0)
-    pm = attach_lora(work, mask, lcfg)
-    with PeakMemory(device) as mem:
-        result = train(pm, tok, forget, retain, tcfg, log=lambda *_: None)
-    ends = [row["seconds"] for row in result.history]
-    per_step = [b - a for a, b in zip(ends, ends[1:], strict=False)][1:]  # drop 2 warm-ups
-    del pm, work
-    return statistics.median(per_step), mem.peak
+    one = dataclasses.replace(tcfg, max_steps=1, min_steps=1)
+    models = {}
+    for name, (mask, lcfg) in variants.items():
+        torch.manual_seed(0)
+        models[name] = attach_lora(copy.deepcopy(model), mask, lcfg)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    peaks: dict[str, int] = dict.fromkeys(variants, 0)
+    for r in range(rounds + 1):
+        for name, pm in models.items():
+            release_memory()
+            with PeakMemory(device) as mem:
+                result = train(pm, tok, forget, retain, one, log=lambda *_: None)
+            if r > 0:  # round 0 warms up (allocations, optimiser state)
+                times[name].append(result.history[0]["seconds"])
+                peaks[name] = max(peaks[name], mem.peak)
+    return {name: (statistics.median(times[name]), peaks[name]) for name in variants}
 
 
 def forward_backward(model: nn.Module, tok, items: list[Probe], batch_size: int) -> None:
@@ -109,26 +123,26 @@ def measure(model: nn.Module, tok, forget: list[Probe], retain: list[Probe],
 
     layer_idx = [layer.index for layer in mlp_layers(model)]
     mask = NeuronMask(select(out["scores"]["score"], MaskConfig(k=k)), layer_idx)
-    tcfg = TrainConfig(max_steps=steps + 2, min_steps=steps + 2, batch_size=batch,
-                       check_every=10**9, lr=1e-3)
+    tcfg = TrainConfig(batch_size=batch, check_every=10**9, lr=1e-3)
     base_l = LoraConfig(modules=["down_proj"], rank=rank)
-    log(f"[speed] training steps: masked LoRA (k={k}, {len(mask.layers_with_neurons())} layers)")
-    t_masked, m_masked = step_times(model, tok, forget, retain, mask, base_l, tcfg)
-    log("[speed] training steps: plain LoRA on the same layers")
-    same = dataclasses.replace(base_l, masked=False)
-    t_same, m_same = step_times(model, tok, forget, retain, mask, same, tcfg)
-    log("[speed] training steps: plain LoRA on every layer")
-    every = dataclasses.replace(base_l, masked=False, all_layers=True)
-    t_all, m_all = step_times(model, tok, forget, retain, None, every, tcfg)
+    n_layers = len(mask.layers_with_neurons())
+    log(f"[speed] training steps, interleaved: masked LoRA (k={k}, {n_layers} layers), plain "
+        "LoRA on the same layers, plain LoRA on every layer")
+    res = step_times(model, tok, forget, retain, {
+        "masked": (mask, base_l),
+        "plain, same layers": (mask, dataclasses.replace(base_l, masked=False)),
+        "plain, every layer": (None, dataclasses.replace(base_l, masked=False,
+                                                         all_layers=True))}, tcfg, steps)
+    t_masked, t_same, t_all = (res[n][0] for n in ("masked", "plain, same layers",
+                                                   "plain, every layer"))
     rows.append(("masked LoRA step", f"{t_masked * 1000:.0f} ms",
-                 f"rank {rank}, batch {batch}, {len(mask.layers_with_neurons())} layers"))
+                 f"rank {rank}, batch {batch}, {n_layers} layers; median of {steps}"))
     rows.append(("plain LoRA step, same layers", f"{t_same * 1000:.0f} ms",
                  f"masked / plain = {t_masked / t_same:.3f} [target <= 1.10]"))
     rows.append(("plain LoRA step, every layer", f"{t_all * 1000:.0f} ms",
                  f"masked / plain = {t_masked / t_all:.3f}"))
-    for name, m in (("masked", m_masked), ("plain, same layers", m_same),
-                    ("plain, every layer", m_all)):
-        rows.append((f"peak memory, training ({name})", f"{m / 2**20:.0f} MB",
+    for name, (_, peak) in res.items():
+        rows.append((f"peak memory, one training step ({name})", f"{peak / 2**20:.0f} MB",
                      "allocated" if device.type == "cuda" else "RSS above start"))
 
     choice = [p for p in eval_probes if p.has_choice]
@@ -165,7 +179,8 @@ def machine_line(device: torch.device) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=8, help="timed training steps per variant")
+    parser.add_argument("--steps", type=int, default=8,
+                        help="timed rounds (one step per variant each)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--k", type=int, default=64, help="neurons in the mask")
