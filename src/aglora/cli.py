@@ -1,4 +1,4 @@
-"""Command-line interface: `aglora record|score|mask|train|eval|report|run|demo|controlled`.
+"""Command-line interface: `aglora record|score|mask|train|eval|report|run|demo|bench|controlled`.
 
 Every stage is a subcommand over one run directory. Input problems are printed as one line
 (`aglora: error: ...`) with exit status 2; an interrupted run exits 130 and resumes when rerun.
@@ -48,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="config YAML to start the run with (else the one saved "
                                         "in the run directory)")
         _common(p)
+
+    p = sub.add_parser("bench", help="compare unlearning methods on one concept over seeds")
+    p.add_argument("config", help="bench config YAML (e.g. src/aglora/data/configs/bench.yaml)")
+    p.add_argument("--out", default="runs/bench", help="output directory (default runs/bench)")
+    p.add_argument("--methods", help="comma-separated method names or labels (default: all in "
+                                     "the config)")
+    p.add_argument("--seeds", type=int, help="seeds per method (default: the config's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a bench config value, e.g. --set run.train.max_steps=20")
+    p.add_argument("--force", action="store_true", help="rerun finished cells")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing; tabulate the finished cells")
 
     p = sub.add_parser("eval", help="evaluate probe files on a model, with or without adapter")
     p.add_argument("run_dir", nargs="?", help="run directory: run its eval stage")
@@ -145,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd_run(args, args.config)
         elif args.command == "demo":
             cmd_run(args, str(DEMO_CONFIG))
+        elif args.command == "bench":
+            from aglora.bench import run_bench
+            run_bench(args.config, Path(args.out), args.methods, args.seeds, args.overrides,
+                      args.force, report_only=args.report_only)
         elif args.command == "eval":
             cmd_eval(args)
         elif args.command == "controlled":

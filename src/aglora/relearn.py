@@ -23,30 +23,27 @@ from aglora.lora import adapter_disabled
 from aglora.text import encode
 
 
+def recovered_share(base: float, after: float, relearned: float) -> float:
+    """Share of the base-to-after gap that came back (NaN when there was no gap)."""
+    return _share(base, after, relearned)
+
+
 def _share(base: float, after: float, relearned: float) -> float:
     gap = base - after
     return float("nan") if abs(gap) < 1e-9 else (relearned - after) / gap
 
 
-def relearn_attack(model: nn.Module, tok, probes: list[Probe], steps: int, cfg: EvalConfig,
-                   lr: float = 1e-5, batch_size: int = 4, seed: int = 0) -> dict:
-    forget = [p for p in probes if p.split == "forget" and p.has_choice]
-    with adapter_disabled(model):
-        base_scores = score_options(model, tok, forget, cfg.batch_size)
-    known = [p for p, s in zip(forget, base_scores, strict=True) if choice_correct(s)]
-    rng = random.Random(seed)
-    rng.shuffle(known)
+def split_attack_set(known: list[Probe], seed: int = 0) -> tuple[list[Probe], list[Probe]]:
+    """(a seeded quarter of the base-known forget probes to relearn on, the rest held out)."""
+    known = list(known)
+    random.Random(seed).shuffle(known)
     n_train = max(1, len(known) // 4)
-    train_set, held = known[:n_train], known[n_train:]
-    if not held:
-        return {"steps": steps, "error": "too few base-known forget probes for the attack"}
-    with adapter_disabled(model):
-        base_acc, base_margin = choice_summary(score_options(model, tok, held, cfg.batch_size))
-    after_acc, after_margin = choice_summary(score_options(model, tok, held, cfg.batch_size))
+    return known[:n_train], known[n_train:]
 
-    attacked = copy.deepcopy(model)
-    if hasattr(attacked, "merge_and_unload"):
-        attacked = attacked.merge_and_unload()
+
+def finetune(attacked: nn.Module, tok, train_set: list[Probe], steps: int, lr: float = 1e-5,
+             batch_size: int = 4, seed: int = 0) -> None:
+    """The attack itself: full-parameter AdamW on the NLL of context + answer, in place."""
     for p in attacked.parameters():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(attacked.parameters(), lr=lr)
@@ -61,8 +58,29 @@ def relearn_attack(model: nn.Module, tok, probes: list[Probe], steps: int, cfg: 
         loss.backward()
         opt.step()
     attacked.eval()
+    for p in attacked.parameters():
+        p.requires_grad_(False)
+
+
+def relearn_attack(model: nn.Module, tok, probes: list[Probe], steps: int, cfg: EvalConfig,
+                   lr: float = 1e-5, batch_size: int = 4, seed: int = 0) -> dict:
+    forget = [p for p in probes if p.split == "forget" and p.has_choice]
+    with adapter_disabled(model):
+        base_scores = score_options(model, tok, forget, cfg.batch_size)
+    known = [p for p, s in zip(forget, base_scores, strict=True) if choice_correct(s)]
+    train_set, held = split_attack_set(known, seed)
+    if not held:
+        return {"steps": steps, "error": "too few base-known forget probes for the attack"}
+    with adapter_disabled(model):
+        base_acc, base_margin = choice_summary(score_options(model, tok, held, cfg.batch_size))
+    after_acc, after_margin = choice_summary(score_options(model, tok, held, cfg.batch_size))
+
+    attacked = copy.deepcopy(model)
+    if hasattr(attacked, "merge_and_unload"):
+        attacked = attacked.merge_and_unload()
+    finetune(attacked, tok, train_set, steps, lr, batch_size, seed)
     rel_acc, rel_margin = choice_summary(score_options(attacked, tok, held, cfg.batch_size))
-    del attacked, opt
+    del attacked
     return {
         "steps": steps, "lr": lr, "n_train": len(train_set), "n_held": len(held),
         "known_accuracy": {"base": base_acc, "after": after_acc, "relearned": rel_acc},

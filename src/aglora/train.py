@@ -2,7 +2,8 @@
 
 Each step samples a forget batch and a retain batch (seeded). The base model's outputs, needed by
 NPO (reference log-probs, computed once) and by the KL retain term (computed per step), come from
-the same peft model with its adapter disabled, so no second copy of the weights is held.
+the same peft model with its adapter disabled, so no second copy of the weights is held (full-
+parameter baselines pass the untouched base model as `reference` instead).
 Training stops early once the forget items are at chance on likelihood choice (and their mean
 margin is below `stop_margin`), after `min_steps`; `max_steps` is a hard cap.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -76,6 +79,16 @@ def _forget_batch(tok, items: list[Probe], cfg: TrainConfig, refusals: list[str]
     return encode(tok, items, [rng.choice(alternatives) for _ in items])
 
 
+@contextmanager
+def base_view(model: nn.Module, reference: nn.Module | None) -> Iterator[nn.Module]:
+    """The model that plays the base: `reference` if given, else `model` with its adapter off."""
+    if reference is not None:
+        yield reference
+    else:
+        with adapter_disabled(model):
+            yield model
+
+
 def forget_goal_met(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
                     chance: float) -> tuple[bool, float, float]:
     scores = score_options(model, tok, items)
@@ -86,15 +99,21 @@ def forget_goal_met(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
 
 def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: TrainConfig,
           refusals: list[str] | None = None, alternatives: list[str] | None = None,
-          log=print) -> TrainResult:
-    """Optimise the LoRA parameters of a peft `model` in place; returns the history."""
+          log=print, params: list[nn.Parameter] | None = None,
+          reference: nn.Module | None = None) -> TrainResult:
+    """Optimise the LoRA parameters of a peft `model` in place; returns the history.
+
+    `params` (default: the LoRA parameters) and `reference` (default: `model` with its adapter
+    disabled) let full-parameter baselines use the same loop: they train a copy of the base
+    model and pass the untouched base as the reference for NPO and the KL retain term.
+    """
     check_objectives(cfg.forget_objective, cfg.retain_objective)
     if not forget:
         raise AgloraError("the forget set is empty; nothing to unlearn")
     if cfg.forget_objective in ("npo", "grad_ascent") and any(not p.answer for p in forget):
         raise AgloraError(f"forget_objective={cfg.forget_objective} needs an 'answer' on every "
                           "forget item")
-    params = trainable_parameters(model)
+    params = trainable_parameters(model) if params is None else params
     if not params:
         raise AgloraError("no trainable LoRA parameters: attach an adapter first")
     torch.manual_seed(cfg.seed)
@@ -107,11 +126,11 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
 
     ref_logp = torch.zeros(len(forget))
     if cfg.forget_objective == "npo":
-        with torch.no_grad(), adapter_disabled(model):
+        with torch.no_grad(), base_view(model, reference) as ref_model:
             for s in range(0, len(forget), cfg.batch_size):
                 chunk = forget[s: s + cfg.batch_size]
                 b = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
-                ref_logp[s: s + len(chunk)] = target_logprobs(model, b).cpu()
+                ref_logp[s: s + len(chunk)] = target_logprobs(ref_model, b).cpu()
 
     f_cycle = _Cycler(len(forget), cfg.batch_size, rng)
     r_cycle = _Cycler(len(retain), cfg.batch_size, rng) if retain else None
@@ -141,8 +160,8 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
             content_logits, target_logits = logits_at_each(model, rb, [rb.content_mask,
                                                                        rb.target_mask])
             if "kl" in cfg.retain_objective:
-                with torch.no_grad(), adapter_disabled(model):
-                    base_logits = logits_at(model, rb, rb.content_mask)  # [n, vocab]
+                with torch.no_grad(), base_view(model, reference) as ref_model:
+                    base_logits = logits_at(ref_model, rb, rb.content_mask)  # [n, vocab]
                 kl = kl_base_model(content_logits, base_logits)
                 kl_value = float(kl.detach())
                 retain_loss = retain_loss + kl
