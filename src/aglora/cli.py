@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relearn", type=int, default=0, metavar="K",
                    help="relearning attack: fine-tune K steps on a quarter of the forget facts")
     _common(p)
+
+    from aglora.recommend.show import add_parsers
+    add_parsers(sub)  # ban, recommend
     return parser
 
 
@@ -144,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             cmd_run(args, str(DEMO_CONFIG))
         elif args.command == "eval":
             cmd_eval(args)
+        elif args.command in ("ban", "recommend"):
+            from aglora.recommend.show import run_command
+            run_command(args)
         else:
             cmd_stage(args)
     except AgloraError as exc:
