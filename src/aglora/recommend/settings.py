@@ -24,7 +24,7 @@ class RecConfig:
     seed: int = _f(0, "seed of the prompt generator (train and eval prompts)")
     n_train_prompts: int = _f(32, "training profile prompts (forget and retain items)")
     n_eval_prompts: int = _f(40, "held-apart profile prompts for exposure and list quality")
-    n_rank_prompts: int = _f(12, "held-apart prompts on which the whole catalogue is ranked")
+    n_rank_prompts: int = _f(8, "held-apart prompts on which the whole catalogue is ranked")
     n_samples: int = _f(2, "seeded sampled lists per eval prompt, besides the greedy one")
     temperature: float = _f(0.7, "sampling temperature of the sampled lists")
     max_new_tokens: int = _f(64, "tokens generated per list")
@@ -32,6 +32,10 @@ class RecConfig:
     rank_chunk: int = _f(104, "titles scored per forward pass when ranking the catalogue")
     pool_size: int = _f(24, "titles scored on each training prompt to pick forget distractors "
                             "and the retain answer")
+    forget_distractors: str = _f("median", "distractors of the forget recommendation items (and "
+                                           "so the early-stopping goal): 'median' = the pool "
+                                           "titles just below the pool's median, 'next' = "
+                                           "the three ranked just below the banned title")
     facts_per_neighbour: int = _f(2, "retain fact items per neighbouring film")
     seed_gen: int = _f(0, "seed of the sampled generations")
 
@@ -40,6 +44,9 @@ class RecConfig:
                      "gen_batch", "rank_chunk", "pool_size"):
             if getattr(self, name) < 1:
                 raise AgloraError(f"recommend.{name}={getattr(self, name)}: must be at least 1")
+        if self.forget_distractors not in ("median", "next"):
+            raise AgloraError(f"recommend.forget_distractors={self.forget_distractors!r}: use "
+                              "median or next")
         if self.n_rank_prompts > self.n_eval_prompts:
             raise AgloraError("recommend.n_rank_prompts must not exceed recommend.n_eval_prompts")
 

@@ -4,12 +4,17 @@ For banned titles B on training prompts P (profile prompts that do not name a ba
 
 * forget, family `recommendation`: prompt p + assistant prefix `RANK_PREFIX`, answer `T` for each
   banned T. The base model scores T and a shared pool of other titles (the neighbours of the
-  banned films and a seeded random sample) on p; the three pool titles ranked just below T are
-  the distractors (the item carries no choice when fewer than three rank below T);
+  banned films and a seeded random sample) on p; the distractors are the three pool titles
+  ranked just below the pool's median (`recommend.forget_distractors=median`, so training stops
+  once T has fallen to about the middle of the catalogue) or the three ranked just below T
+  (`next`); an item carries no choice when those do not all rank below T at base;
 * forget, family `description`: fact prompts that describe T (year, director, cast) and are
   answered by its title; distractors kept only where the base model picks T;
+* retain, family `list`: prompt p answered by the base model's own greedy list, where that list
+  names no banned title (KL(base || model) over the whole list keeps list behaviour and the
+  share of real catalogue titles);
 * retain, family `recommendation`: the same prompt p answered by the base model's best
-  non-banned pool title (the KL term keeps the rest of the distribution);
+  non-banned pool title;
 * retain, family `neighbour`: fact prompts about the neighbours of each banned film (same
   director, shared cast, same genre and era), answered by their titles.
 
@@ -82,12 +87,15 @@ def build_ban_spec(model: nn.Module, tok, catalog: Catalog, banned: list[Movie],
                           desc="ban: score training prompts")  # [n_prompts, n_options]
     nb = len(banned)
     forget: list[Probe] = []
-    retain: list[Probe] = []
+    retain = base_list_items(model, tok, catalog, prompts, keys, cfg)
     for r, p in enumerate(prompts):
         row = scores[r].tolist()
         pool_order = sorted(range(nb, len(options)), key=lambda j: -row[j])
+        mid = len(pool_order) // 2
         for b, movie in enumerate(banned):
-            below = [options[j] for j in pool_order if row[j] < row[b]][:3]
+            below = [options[j] for j in pool_order if row[j] < row[b]]
+            below = below[:3] if cfg.forget_distractors == "next" else [
+                options[j] for j in pool_order[mid: mid + 3] if options[j] in below]
             forget.append(Probe(prompt=p.text, prefix=RANK_PREFIX, answer=movie.title,
                                 distractors=below if len(below) == 3 else [],
                                 family="recommendation", id=f"f-{p.id}-{b}"))
@@ -136,6 +144,26 @@ def build_ban_spec(model: nn.Module, tok, catalog: Catalog, banned: list[Movie],
               "training_prompts": len(prompts), "pool": len(pool)}
     print(f"[aglora] ban spec: {counts}")
     return counts
+
+
+def base_list_items(model: nn.Module, tok, catalog: Catalog, prompts: list[RecPrompt],
+                    banned: set[str], cfg: RecConfig) -> list[Probe]:
+    """Retain items: each training prompt answered by the base model's own greedy list, where
+    that list names no banned title (the KL term then keeps whole lists, not only the first
+    item)."""
+    from aglora.generation import generate
+    from aglora.recommend.matcher import TitleMatcher
+    matcher = TitleMatcher(catalog.titles)
+    gens = generate(model, tok, [Probe(prompt=p.text) for p in prompts], 0,
+                    max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch,
+                    desc="ban: base lists on training prompts")
+    out = []
+    for p, (text,) in zip(prompts, gens, strict=True):
+        if text.strip() and not set(matcher.find(text)) & banned:
+            out.append(Probe(prompt=p.text, answer=text, family="list", id=f"l-{p.id}"))
+    print(f"[aglora] {len(out)} of {len(prompts)} base lists on training prompts kept as "
+          "retain items (the others name a banned title)")
+    return out
 
 
 def _item(p: Probe) -> dict:
