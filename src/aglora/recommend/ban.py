@@ -83,7 +83,9 @@ def cmd_ban(args: argparse.Namespace) -> None:
     if "recommendation" not in metrics:
         print("[aglora] == recommendation metrics ==")
         model, tok = ctx.adapted()
-        metrics["recommendation"] = measure_ban(model, tok, catalog, movies, eval_prompts, rec)
+        metrics["recommendation"], lists = measure_ban(model, tok, catalog, movies, eval_prompts,
+                                                       rec)
+        write_lists(out / "recommendation_lists.jsonl", eval_prompts, lists)
         write_json(metrics_path, metrics)
     if args.combine_with:
         metrics["recommendation"]["interference"] = interference(
@@ -95,9 +97,19 @@ def cmd_ban(args: argparse.Namespace) -> None:
     print(f"[aglora] run directory: {out}")
 
 
+def write_lists(path: Path, prompts, lists: dict[str, list[list[str]]]) -> None:
+    """One JSON line per eval prompt: the prompt and its lists for each model state."""
+    import json
+
+    from aglora.io import write_text
+    rows = [{**p.to_dict(), **{k: v[i] for k, v in lists.items()}} for i, p in enumerate(prompts)]
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def measure_ban(model, tok, catalog: Catalog, movies: list[Movie], eval_prompts, rec: RecConfig
-                ) -> dict:
-    """Recommendation metrics of a peft model (base side with its adapter disabled)."""
+                ) -> tuple[dict, dict[str, list[list[str]]]]:
+    """Recommendation metrics of a peft model (base side with its adapter disabled), and the
+    generated lists {"base": ..., "after": ...}."""
     import time
 
     from aglora.recommend.measure import base_measurements, generate_lists, rank_catalogue
@@ -114,7 +126,7 @@ def measure_ban(model, tok, catalog: Catalog, movies: list[Movie], eval_prompts,
                                                strict=True))[:6]]
     out["settings"] = dataclasses.asdict(rec)
     out["seconds"] = round(time.time() - start, 1)
-    return out
+    return out, {"base": base_gens, "after": after_gens}
 
 
 def load_both(ctx, other: Path):
@@ -147,6 +159,7 @@ def interference(ctx, catalog: Catalog, movies: list[Movie], eval_prompts, rec: 
     print(f"[aglora] == interference with {other} ==")
     model, tok = load_both(ctx, other)
     both = generate_lists(model, tok, eval_prompts, rec, "both adapters")
+    write_lists(ctx.run_dir / "interference_lists.jsonl", eval_prompts, {"both": both})
     matcher = TitleMatcher(catalog.titles)
     mine = {m.key for m in movies}
     theirs = {normalize(t) for t in other_meta["items"]}
@@ -160,6 +173,10 @@ def interference(ctx, catalog: Catalog, movies: list[Movie], eval_prompts, rec: 
     out["validity"] = {"this_alone": this["validity"]["after"],
                        "other_alone": other_rec["validity"]["after"],
                        "both": validity(both, matcher)[0]}
+    out["validity_distinct"] = {
+        "this_alone": this.get("validity_distinct", {}).get("after"),
+        "other_alone": other_rec.get("validity_distinct", {}).get("after"),
+        "both": validity(both, matcher, distinct=True)[0]}
     out["interferes"] = any(out[n]["exposure_both"] > out[n]["exposure_alone"]
                             + INTERFERENCE_TOLERANCE for n in ("this", "other"))
     return out
@@ -181,6 +198,9 @@ def print_recommendation(r: dict) -> None:
     print(f"  NDCG@10 (rest)  {_f(r['ndcg10']['mean'], False)} (min "
           f"{_f(r['ndcg10']['min'], False)})")
     print(f"  validity        {_f(r['validity']['base'])} → {_f(r['validity']['after'])}")
+    if "validity_distinct" in r:
+        vd = r["validity_distinct"]
+        print(f"  validity (distinct items per list) {_f(vd['base'])} → {_f(vd['after'])}")
     print(f"  genre agreement {_f(r['genre_agreement']['base'])} → "
           f"{_f(r['genre_agreement']['after'])}")
     inter = r.get("interference")

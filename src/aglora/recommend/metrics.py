@@ -5,7 +5,8 @@
 * banned rank: rank of each banned title among all catalogue titles by likelihood, median over
   prompts (bottom half: median rank > n_titles / 2);
 * NDCG@10 of the after ranking of the non-banned titles against the base ranking;
-* validity: share of listed items (see `matcher.list_items`) that are catalogue titles;
+* validity: share of listed items (see `matcher.list_items`) that are catalogue titles (also
+  with each item counted once per list: `validity_distinct`);
 * genre agreement: over lists naming at least one catalogue title, the mean share of those titles
   that share a genre with the profile.
 
@@ -37,9 +38,20 @@ def exposure(gens: list[list[str]], banned: set[str], matcher: TitleMatcher) -> 
     return sum(bool(set(matcher.find(g)) & banned) for g in lists) / len(lists)
 
 
-def validity(gens: list[list[str]], matcher: TitleMatcher) -> tuple[float, int]:
-    """(share of listed items that are catalogue titles, number of items)."""
-    items = [key for gs in gens for g in gs for _, key in matcher.items(g)]
+def validity(gens: list[list[str]], matcher: TitleMatcher, distinct: bool = False
+             ) -> tuple[float, int]:
+    """(share of listed items that are catalogue titles, number of items).
+
+    distinct=True counts each item text once per list (the small model often repeats one item
+    five times, so one swapped title moves the per-line share by five items).
+    """
+    items = []
+    for gs in gens:
+        for g in gs:
+            pairs = matcher.items(g)
+            if distinct:
+                pairs = list({" ".join(normalize(i).split()): (i, k) for i, k in pairs}.values())
+            items += [key for _, key in pairs]
     return (sum(k is not None for k in items) / len(items) if items else float("nan"),
             len(items))
 
@@ -102,6 +114,8 @@ def recommendation_metrics(catalog: Catalog, banned: list[str], prompts: list[Re
     ndcgs = [ndcg_at_k(b_scores[r], a_scores[r], banned_idx) for r in range(len(rank_rows))]
     b_val, b_items = validity(base_gens, matcher)
     a_val, a_items = validity(after_gens, matcher)
+    b_dval, b_ditems = validity(base_gens, matcher, distinct=True)
+    a_dval, a_ditems = validity(after_gens, matcher, distinct=True)
     return {
         "banned": list(banned),
         "n_titles": n_titles,
@@ -115,6 +129,8 @@ def recommendation_metrics(catalog: Catalog, banned: list[str], prompts: list[Re
         "ndcg10": {"mean": sum(ndcgs) / len(ndcgs) if ndcgs else float("nan"),
                    "min": min(ndcgs) if ndcgs else float("nan"), "per_prompt": ndcgs},
         "validity": {"base": b_val, "after": a_val, "n_items": base_after(b_items, a_items)},
+        "validity_distinct": {"base": b_dval, "after": a_dval,
+                              "n_items": base_after(b_ditems, a_ditems)},
         "genre_agreement": base_after(genre_agreement(base_gens, prompts, catalog, matcher),
                                       genre_agreement(after_gens, prompts, catalog, matcher)),
         "top_titles": {"base": title_counts(b_gens, matcher).most_common(10),

@@ -36,6 +36,9 @@ def recommendation_section(metrics: dict) -> list[Block]:
          f"≥ 0.90: {_ok(r['ndcg10']['mean'] >= TARGETS['ndcg10'])}"],
         ["catalogue-title validity", f"{_pct(val['base'])} → {_pct(val['after'])}",
          f"≥ 0.95 × base: {_ok(ratio >= TARGETS['validity_ratio'])}"],
+        ["catalogue-title validity, each item once per list",
+         f"{_pct(r.get('validity_distinct', {}).get('base'))} → "
+         f"{_pct(r.get('validity_distinct', {}).get('after'))}", ""],
         ["genre agreement", f"{_pct(r['genre_agreement']['base'])} → "
                             f"{_pct(r['genre_agreement']['after'])}", ""],
     ]
