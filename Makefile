@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow lint clean
+.PHONY: setup demo ban-demo test test-slow lint clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/aglora demo --out runs/demo
+
+# Recommender unlearning: ban the title the embedded model recommends most (see README).
+ban-demo: setup
+	$(BIN)/aglora ban --item "The Matrix" --out runs/ban-matrix
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -1,4 +1,4 @@
-"""Command-line interface: `aglora record|score|mask|train|eval|report|run|demo|bench|controlled`.
+"""Command-line interface: the `aglora` subcommands (stages, run, demo, eval, bench, ban, ...).
 
 Every stage is a subcommand over one run directory. Input problems are printed as one line
 (`aglora: error: ...`) with exit status 2; an interrupted run exits 130 and resumes when rerun.
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from aglora.controlled.cli import add_parser as add_controlled
     add_controlled(sub)
+    from aglora.recommend.show import add_parsers
+    add_parsers(sub)  # ban, recommend
     return parser
 
 
@@ -166,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "controlled":
             from aglora.controlled.cli import cli_main
             cli_main(args)
+        elif args.command in ("ban", "recommend"):
+            from aglora.recommend.show import run_command
+            run_command(args)
         else:
             cmd_stage(args)
     except AgloraError as exc:

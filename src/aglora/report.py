@@ -740,8 +740,10 @@ def config_section(config_text: str | None) -> list[Block]:
 
 
 def build_blocks(inputs: RunInputs, fig_dir: Path) -> list[Block]:
+    from aglora.recommend.report_section import recommendation_section
     m = inputs.metrics
-    return [*verdict_section(m), *tables_section(m), *families_figure_section(m, fig_dir),
+    return [*verdict_section(m), *recommendation_section(m), *tables_section(m),
+            *families_figure_section(m, fig_dir),
             *mask_section(inputs, fig_dir), *training_section(inputs, fig_dir),
             *responses_section(inputs), *cost_section(m, inputs.history), *fluency_section(m),
             *relearn_section(m), *config_section(inputs.config_text)]

@@ -1,0 +1,80 @@
+"""Settings of a ban that are not part of the run config: prompts, generation, ranking.
+
+Given on the command line as `--set recommend.KEY=VALUE` (the other `--set` keys go to the run
+config); saved as `recommend.json` in the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from aglora.errors import AgloraError
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class RecConfig:
+    seed: int = _f(0, "seed of the prompt generator (train and eval prompts)")
+    n_train_prompts: int = _f(32, "training profile prompts (forget and retain items)")
+    n_eval_prompts: int = _f(40, "held-apart profile prompts for exposure and list quality")
+    n_rank_prompts: int = _f(8, "held-apart prompts on which the whole catalogue is ranked")
+    n_samples: int = _f(2, "seeded sampled lists per eval prompt, besides the greedy one")
+    temperature: float = _f(0.7, "sampling temperature of the sampled lists")
+    max_new_tokens: int = _f(64, "tokens generated per list")
+    gen_batch: int = _f(16, "prompts per generation batch")
+    rank_chunk: int = _f(104, "titles scored per forward pass when ranking the catalogue")
+    pool_size: int = _f(24, "titles scored on each training prompt to pick forget distractors "
+                            "and the retain answer")
+    forget_distractors: str = _f("median", "distractors of the forget recommendation items (and "
+                                           "so the early-stopping goal): 'median' = the pool "
+                                           "titles just below the pool's median, 'next' = "
+                                           "the three ranked just below the banned title")
+    facts_per_neighbour: int = _f(2, "retain fact items per neighbouring film")
+    seed_gen: int = _f(0, "seed of the sampled generations")
+
+    def __post_init__(self) -> None:
+        for name in ("n_train_prompts", "n_eval_prompts", "n_rank_prompts", "max_new_tokens",
+                     "gen_batch", "rank_chunk", "pool_size"):
+            if getattr(self, name) < 1:
+                raise AgloraError(f"recommend.{name}={getattr(self, name)}: must be at least 1")
+        if self.forget_distractors not in ("median", "next"):
+            raise AgloraError(f"recommend.forget_distractors={self.forget_distractors!r}: use "
+                              "median or next")
+        if self.n_rank_prompts > self.n_eval_prompts:
+            raise AgloraError("recommend.n_rank_prompts must not exceed recommend.n_eval_prompts")
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """(run-config overrides, recommend.* values parsed as YAML)."""
+    run, rec = [], {}
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key.startswith("recommend."):
+            if "=" not in item:
+                raise AgloraError(f"override {item!r}: expected KEY=VALUE")
+            rec[key.split(".", 1)[1]] = yaml.safe_load(item.split("=", 1)[1])
+        else:
+            run.append(item)
+    return run, rec
+
+
+def rec_config(values: dict[str, Any]) -> RecConfig:
+    fields = {f.name: f for f in dataclasses.fields(RecConfig)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise AgloraError(f"unknown key 'recommend.{key}'; valid: {', '.join(fields)}")
+        tp = type(fields[key].default)
+        try:
+            kwargs[key] = tp(value)
+        except (TypeError, ValueError):
+            raise AgloraError(f"recommend.{key}: expected a {tp.__name__}, got {value!r}"
+                              ) from None
+    return RecConfig(**kwargs)
