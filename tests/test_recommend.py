@@ -150,6 +150,9 @@ def test_exposure_validity_genre_by_hand(tmp_path):
     banned = {"matrix"}
     assert exposure(gens, banned, matcher) == 1 / 4  # 'Matrix Reloaded' is another title
     assert validity(gens, matcher) == (6 / 7, 7)      # 'Not A Film' is not a catalogue title
+    repeats = [["1. Inception\n2. Inception\n3. Fake One\n4. Fake One\n5. fake one"]]
+    assert validity(repeats, matcher) == (2 / 5, 5)
+    assert validity(repeats, matcher, distinct=True) == (1 / 2, 2)
     prompts = [RecPrompt("a", "x", "eval", "genre", [], ["Sci-Fi"]),
                RecPrompt("b", "y", "eval", "genre", [], ["Crime"])]
     # per list: [Matrix, Inception] 2/2; [Inception, Heat] 1/2; [Memento] 0/1; [Tenet, Reloaded] 0
