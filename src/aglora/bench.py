@@ -263,13 +263,9 @@ def kl_between(model: nn.Module, base: nn.Module, tok, probes: list[Probe],
 
 def cell_metrics(probes: list[Probe], base, after, patterns: list[str]) -> dict:
     """Group metrics per split and per forget family, fluency and the collapse verdict."""
-    from aglora.evaluate import collapse_verdict, group_metrics
+    from aglora.evaluate import collapse_verdict, group_indices, group_metrics
     from aglora.generation import distinct_n, repetition
-    by_split: dict[str, list[int]] = defaultdict(list)
-    by_family: dict[str, list[int]] = defaultdict(list)
-    for i, p in enumerate(probes):
-        by_split[p.split].append(i)
-        by_family[p.key].append(i)
+    by_split, by_family = group_indices(probes)
     nb = by_split.get("neighbor", [])
 
     def flat(side) -> list[str]:

@@ -158,6 +158,16 @@ def collapse_verdict(metrics: dict) -> dict:
                            "repetition_rise": COLLAPSE_REPETITION_RISE}}
 
 
+def group_indices(probes: list[Probe]) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Probe indices per split and per `split/family` key."""
+    by_split: dict[str, list[int]] = defaultdict(list)
+    by_family: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(probes):
+        by_split[p.split].append(i)
+        by_family[p.key].append(i)
+    return by_split, by_family
+
+
 def evaluate(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
              default_leak_patterns: list[str] | None = None) -> tuple[dict, list[dict]]:
     """Metrics (base -> after) and per-probe records for the report."""
@@ -172,11 +182,7 @@ def evaluate(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
         base = measure(model, tok, probes, cfg, gen_mask, "base")
     has_adapter = hasattr(model, "disable_adapter")
     after = measure(model, tok, probes, cfg, gen_mask, "after") if has_adapter else base
-    by_split: dict[str, list[int]] = defaultdict(list)
-    by_family: dict[str, list[int]] = defaultdict(list)
-    for i, p in enumerate(probes):
-        by_split[p.split].append(i)
-        by_family[p.key].append(i)
+    by_split, by_family = group_indices(probes)
     nb = by_split.get("neighbor", [])
     d_base, r_base = _fluency([base.generations[i] for i in nb])
     d_after, r_after = _fluency([after.generations[i] for i in nb])
