@@ -156,16 +156,18 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
         if r_cycle is not None and cfg.retain_objective != "none":
             r_items = [retain[i] for i in r_cycle.next()]
             rb = encode(tok, r_items, [p.answer or "" for p in r_items]).to(device)
-            # One decoder pass serves both terms: logits at content and at target positions.
-            content_logits, target_logits = logits_at_each(model, rb, [rb.content_mask,
-                                                                       rb.target_mask])
-            if "kl" in cfg.retain_objective:
+            # One decoder pass serves both terms; logits only at the positions a term needs.
+            wants_kl, wants_nll = "kl" in cfg.retain_objective, "nll" in cfg.retain_objective
+            content_logits, target_logits = logits_at_each(
+                model, rb, [rb.content_mask if wants_kl else torch.zeros_like(rb.content_mask),
+                            rb.target_mask if wants_nll else torch.zeros_like(rb.target_mask)])
+            if wants_kl:
                 with torch.no_grad(), base_view(model, reference) as ref_model:
                     base_logits = logits_at(ref_model, rb, rb.content_mask)  # [n, vocab]
                 kl = kl_base_model(content_logits, base_logits)
                 kl_value = float(kl.detach())
                 retain_loss = retain_loss + kl
-            if "nll" in cfg.retain_objective:
+            if wants_nll:
                 retain_loss = retain_loss + nll_loss(
                     target_logprobs_from_logits(target_logits, rb), rb.target_mask.sum(-1))
         loss = forget_loss + cfg.retain_weight * retain_loss
