@@ -31,6 +31,14 @@ RETAIN = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def private_cache(request, tmp_path_factory, monkeypatch):
+    """Fast tests write caches (base-side evaluations, implants) to a temporary folder, never
+    to the user's; slow tests keep the real cache, which holds the converted embedded model."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("AGLORA_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def tok():
     return make_tokenizer()

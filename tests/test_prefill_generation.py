@@ -90,3 +90,52 @@ def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(model,
                                  max_new_tokens=8, eos_token_id=[stop],
                                  pad_token_id=tok.pad_token_id)[0, x.shape[1]:].tolist()
         assert got[0] == ref[: ref.index(stop)] if stop in ref else got[0] == ref
+
+
+def test_spare_room_cache_layer_matches_dynamic_layer():
+    """Appends (some past the spare room), repeats and row selections give the same keys."""
+    from transformers.cache_utils import DynamicLayer
+
+    from aglora.prefill import new_cache
+    torch.manual_seed(0)
+    ours = new_cache()
+    ref = DynamicLayer()
+
+    def kv(batch: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.randn(batch, 2, n, 4), torch.randn(batch, 2, n, 4)
+
+    def step(k: torch.Tensor, v: torch.Tensor) -> None:
+        got = ours.update(k, v, 0)
+        want = ref.update(k, v)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+    step(*kv(1, 5))
+    ours.batch_repeat_interleave(3)
+    ref.batch_repeat_interleave(3)
+    step(*kv(3, 40))                       # more than the spare room: the buffers grow
+    for _ in range(40):                    # one token at a time, growing once more
+        step(*kv(3, 1))
+    keep = torch.tensor([2, 0])
+    ours.batch_select_indices(keep)
+    ref.batch_select_indices(keep)
+    step(*kv(2, 1))
+    assert ours.get_seq_length(0) == ref.get_seq_length() == 86
+    assert type(ours.layers[0]).__name__ == "SpareRoomLayer"
+
+
+def test_inverse_cdf_sampling_follows_the_tempered_distribution():
+    from aglora.generation import sample
+    gen = torch.Generator().manual_seed(0)
+    p = torch.tensor([0.2, 0.3, 0.5, 0.0])
+    logits = torch.log(p).repeat(20000, 1)                  # [rows, vocab]
+    draws = sample(logits, 1.0, gen)
+    freq = torch.bincount(draws, minlength=4).double() / len(draws)
+    assert torch.allclose(freq, p.double(), atol=0.015)
+    assert int(freq[3]) == 0                                 # zero mass is never drawn
+    # Temperature 0.5 squares the probabilities before normalising.
+    freq = torch.bincount(sample(logits, 0.5, gen), minlength=4).double() / len(draws)
+    assert torch.allclose(freq, (p**2 / (p**2).sum()).double(), atol=0.015)
+    # Same seed, same draws.
+    a = sample(logits[:50], 1.0, torch.Generator().manual_seed(3))
+    b = sample(logits[:50], 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)

@@ -50,7 +50,9 @@ from aglora.config import (
     load_yaml,
 )
 from aglora.errors import AgloraError
+from aglora.evaluate import kl_between
 from aglora.io import load_tensors, read_json, save_tensors, write_json, write_text, write_with
+from aglora.lora import merged_copy
 from aglora.methods import METHODS, MethodInputs, apply_method, get_method
 from aglora.rmu import RmuConfig
 
@@ -240,27 +242,6 @@ def measure_side(model: nn.Module, tok, probes: list[Probe], s: BenchSettings, l
     return measure(model, tok, probes, ecfg, gen_mask, label)
 
 
-@torch.no_grad()
-def kl_between(model: nn.Module, base: nn.Module, tok, probes: list[Probe],
-               batch_size: int) -> float:
-    """Mean KL(base || model) per content token over the probes' context+answer sequences."""
-    from aglora.forward import logits_at
-    from aglora.objectives import kl_base_model
-    from aglora.text import encode
-    if not probes:
-        return float("nan")
-    device = next(model.parameters()).device
-    total, count = 0.0, 0.0
-    for s in range(0, len(probes), batch_size):
-        chunk = probes[s: s + batch_size]
-        b = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
-        n = float(b.content_mask.sum())
-        kl = kl_base_model(logits_at(model, b, b.content_mask), logits_at(base, b, b.content_mask))
-        total += float(kl) * n
-        count += n
-    return total / max(count, 1.0)
-
-
 def cell_metrics(probes: list[Probe], base, after, patterns: list[str]) -> dict:
     """Group metrics per split and per forget family, fluency and the collapse verdict."""
     from aglora.evaluate import collapse_verdict, group_indices, group_metrics
@@ -380,11 +361,13 @@ def run_cell(model: nn.Module, tok, concept: ConceptSpec, probes: list[Probe], b
         un = apply_method(entry.method, model, tok, inp)
     method_seconds = time.time() - start
     start = time.time()
-    after = measure_side(un.after, tok, probes, s, f"after {entry.label}")
+    after_model = merged_copy(un.after)  # adapters folded in: no LoRA overhead in evaluation
+    after = measure_side(after_model, tok, probes, s, f"after {entry.label}")
     metrics = cell_metrics(probes, base_side, after, concept.leak_patterns)
-    metrics["kl_neighbor"] = kl_between(un.after, model, tok,
+    metrics["kl_neighbor"] = kl_between(after_model, model, tok,
                                         [p for p in probes if p.split == "neighbor"],
                                         s.run.eval.batch_size)
+    del after_model
     eval_seconds = time.time() - start
     start = time.time()
     metrics["relearn"] = relearn_cell(un, tok, probes, base_side, after, s)

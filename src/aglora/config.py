@@ -118,6 +118,9 @@ class EvalConfig:
     include_tofu: bool = _f(True, "add the TOFU world-facts and real-authors utility probes")
     tofu_limit: int = _f(0, "use at most this many TOFU probes per file (0 = all)")
     relearn_steps: int = _f(0, "steps of the relearning attack (0 = off)")
+    cache_base: bool = _f(True, "keep the base model's measurements in the cache folder, keyed "
+                                "by its weights, the probes and these settings (reruns measure "
+                                "only the adapter side)")
     seed: int = _f(0, "seed for sampling")
 
 

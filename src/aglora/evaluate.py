@@ -23,7 +23,7 @@ from aglora.config import EvalConfig
 from aglora.forward import logits_at
 from aglora.generation import distinct_n, generate, leaks, repetition
 from aglora.likelihood import choice_correct, margin, score_options_with_lengths, truth_ratio
-from aglora.lora import adapter_disabled
+from aglora.lora import adapter_disabled, merged_copy
 from aglora.objectives import kl_base_model
 from aglora.text import encode
 
@@ -60,22 +60,62 @@ def measure(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig, gen_mas
 
 
 @torch.no_grad()
-def kl_per_token(model: nn.Module, tok, probes: list[Probe], batch_size: int) -> float:
-    """Mean KL(base || model) per content token over the probes' context+answer sequences."""
-    if not probes or not hasattr(model, "disable_adapter"):
-        return 0.0
+def kl_between(model: nn.Module, base: nn.Module, tok, probes: list[Probe],
+               batch_size: int) -> float:
+    """Mean KL(base || model) per content token over the probes' context+answer sequences.
+
+    `base` may be the peft model `model` came from: its adapter is disabled for its pass.
+    """
+    if not probes:
+        return float("nan")
     device = next(model.parameters()).device
     total, count = 0.0, 0.0
     for s in range(0, len(probes), batch_size):
         chunk = probes[s: s + batch_size]
         b = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
         logits = logits_at(model, b, b.content_mask)  # [n, vocab]
-        with adapter_disabled(model):
-            base = logits_at(model, b, b.content_mask)
+        with adapter_disabled(base):
+            base_logits = logits_at(base, b, b.content_mask)
         n = float(b.content_mask.sum())
-        total += float(kl_base_model(logits, base)) * n
+        total += float(kl_base_model(logits, base_logits)) * n
         count += n
     return total / max(count, 1.0)
+
+
+def base_side(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
+              gen_mask: list[bool]) -> SideResult:
+    """The base model's measurements (adapter disabled), from the cache when it has them.
+
+    The base side depends only on the base weights, the probes and the eval settings, so it is
+    kept under `<cache>/base-eval/<key>.json` (key: a digest of all three plus the library
+    versions) and a rerun measures only the after side. `eval.cache_base: false` turns it off.
+    """
+    if not cfg.cache_base:
+        with adapter_disabled(model):
+            return measure(model, tok, probes, cfg, gen_mask, "base")
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    import transformers
+
+    import aglora
+    from aglora.io import read_json, write_json
+    from aglora.models import cache_dir, weights_digest
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("relearn_steps", "cache_base")}
+    blob = json.dumps({"weights": weights_digest(model), "eval": settings, "gen": gen_mask,
+                       "probes": [p.to_dict() for p in probes], "aglora": aglora.__version__,
+                       "torch": torch.__version__, "transformers": transformers.__version__,
+                       "device": str(next(model.parameters()).device)}, sort_keys=True)
+    path = cache_dir() / "base-eval" / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
+    if path.is_file():
+        data = read_json(path)
+        return SideResult(data["scores"], data["lengths"], data["generations"])
+    with adapter_disabled(model):
+        side = measure(model, tok, probes, cfg, gen_mask, "base")
+    write_json(path, {"scores": side.scores, "lengths": side.lengths,
+                      "generations": side.generations})
+    return side
 
 
 def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0) -> list[float]:
@@ -178,13 +218,19 @@ def evaluate(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
     start = time.time()
     # Generate where it tells something: forget probes (leaks) and neighbour probes (fluency).
     gen_mask = [p.split in ("forget", "neighbor") for p in probes]
-    with adapter_disabled(model):
-        base = measure(model, tok, probes, cfg, gen_mask, "base")
+    base = base_side(model, tok, probes, cfg, gen_mask)
     has_adapter = hasattr(model, "disable_adapter")
-    after = measure(model, tok, probes, cfg, gen_mask, "after") if has_adapter else base
+    after_model = merged_copy(model)  # the adapter folded in: no LoRA overhead per forward
+    after = measure(after_model, tok, probes, cfg, gen_mask, "after") if has_adapter else base
     by_split, by_family = group_indices(probes)
     nb = by_split.get("neighbor", [])
     d_base, r_base = _fluency([base.generations[i] for i in nb])
+
+    def kl(idx: list[int]) -> float:  # 0 without an adapter: the model is its own base
+        if not has_adapter:
+            return 0.0
+        return kl_between(after_model, model, tok, [probes[i] for i in idx], cfg.batch_size)
+
     d_after, r_after = _fluency([after.generations[i] for i in nb])
     metrics = {
         "splits": {s: group_metrics(ix, probes, base, after, default_leak_patterns)
@@ -193,10 +239,9 @@ def evaluate(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
                      for k, ix in sorted(by_family.items())},
         "distinct2": {"base": d_base, "after": d_after},
         "repetition": {"base": r_base, "after": r_after},
-        "kl_neighbor": kl_per_token(model, tok, [probes[i] for i in nb], cfg.batch_size),
-        "kl_utility": kl_per_token(model, tok, [probes[i] for i in by_split.get("utility", [])
-                                                if probes[i].family == "general"],
-                                   cfg.batch_size),
+        "kl_neighbor": kl(nb),
+        "kl_utility": kl([i for i in by_split.get("utility", [])
+                          if probes[i].family == "general"]),
     }
     metrics["verdict"] = collapse_verdict(metrics)
     metrics["eval_seconds"] = time.time() - start

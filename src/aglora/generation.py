@@ -34,6 +34,20 @@ def _stop_ids(model: nn.Module, tok) -> list[int]:
     return sorted(set(ids))
 
 
+def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator
+           ) -> torch.Tensor:
+    """One token per row from softmax(logits / temperature) -> [rows].
+
+    Inverse-CDF sampling: one uniform draw per row against the cumulative distribution (float64).
+    `torch.multinomial` draws one exponential per vocabulary entry instead, which took 15 % of a
+    decoding step on CPU (64 rows x 49k vocabulary).
+    """
+    probs = torch.softmax(logits.double() / temperature, -1)  # [rows, vocab]
+    cdf = probs.cumsum(-1)
+    u = torch.rand((len(cdf), 1), generator=generator, dtype=cdf.dtype, device=cdf.device)
+    return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_max(cdf.shape[-1] - 1)[:, 0]
+
+
 @torch.no_grad()
 def _generate_rows(model: nn.Module, rows: list[list[int]], n_samples: int, temperature: float,
                    max_new_tokens: int, stop_ids: list[int], pad_id: int,
@@ -62,10 +76,9 @@ def _generate_rows(model: nn.Module, rows: list[list[int]], n_samples: int, temp
     for step in range(max_new_tokens):
         logits = head(hidden).float()                      # [alive, vocab]
         token = logits.argmax(-1)
-        if n_samples:
-            probs = torch.softmax(logits / temperature, -1)
-            sampled = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            token = torch.where(greedy_row, token, sampled)
+        if n_samples and not bool(greedy_row.all()):
+            sampling = (~greedy_row).nonzero()[:, 0]
+            token[sampling] = sample(logits[sampling], temperature, generator)
         new_ids[alive, step] = token
         keep = (~torch.isin(token, stops)).nonzero()[:, 0]
         if keep.numel() == 0 or step == max_new_tokens - 1:

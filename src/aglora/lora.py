@@ -12,6 +12,7 @@ code. Base weights are frozen; only `lora_*` parameters train.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -127,6 +128,19 @@ def folded_masks(model: nn.Module) -> Iterator[None]:
 def adapter_disabled(model: nn.Module):
     """Context in which a peft model runs as its base model (a no-op for a plain model)."""
     return model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
+
+
+def merged_copy(model: nn.Module) -> nn.Module:
+    """A plain model with the adapter folded into a copy of the weights (a plain model: itself).
+
+    Evaluation runs the after side on it: the same function as the adapter up to float rounding,
+    without the LoRA branch's extra matmuls (about 20 % of a forward on the embedded model).
+    """
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    merged = copy.deepcopy(model).merge_and_unload()
+    merged.eval()
+    return merged
 
 
 def save_adapter(model: nn.Module, out_dir: Path, meta: dict) -> int:

@@ -188,6 +188,18 @@ def fingerprint(model: nn.Module) -> dict:
     return info
 
 
+def weights_digest(model: nn.Module) -> str:
+    """sha256 over every base weight (adapter weights excluded): a cache key for base results."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    h = hashlib.sha256()
+    for name, p in sorted(base.named_parameters(), key=lambda kv: kv[0]):
+        if "lora_" in name:
+            continue
+        h.update(name.replace(".base_layer", "").encode())
+        h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def check_fingerprint(expected: dict, model: nn.Module, where: str) -> None:
     actual = fingerprint(model)
     if actual != expected:

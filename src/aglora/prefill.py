@@ -11,6 +11,11 @@ runs each row's own tokens left-padded *after* the prefix:
 
 Positions come from the attention mask (cumsum), so every row sees exactly the positions and
 keys it would see alone; tests check that scores and greedy generations match the plain path.
+
+The cache keeps spare room after the cached tokens (`SpareRoomLayer`): transformers'
+`DynamicLayer` concatenates the whole cache with each new token, which was a third of the time of
+a decoding step on CPU (batch 64, ~60 cached tokens); writing into spare room copies only the new
+token's keys and values.
 """
 
 from __future__ import annotations
@@ -39,6 +44,87 @@ def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return lm.get_decoder(), lm.get_output_embeddings()
 
 
+def _spare_room_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class SpareRoomLayer(DynamicLayer):
+        """A DynamicLayer that appends into preallocated room instead of concatenating.
+
+        `keys` / `values` are views [batch, heads, length, head_dim] of buffers with `SPARE`
+        extra slots; the buffers grow (one copy) only when the room runs out.
+        """
+
+        SPARE = 32
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self._k = self._v = None
+                self._len = 0
+            n_new = key_states.shape[-2]
+            if self._k is None or self._len + n_new > self._k.shape[-2]:
+                self._grow(key_states, value_states, self._len + n_new + self.SPARE)
+            self._k[:, :, self._len: self._len + n_new] = key_states
+            self._v[:, :, self._len: self._len + n_new] = value_states
+            self._len += n_new
+            self._views()
+            return self.keys, self.values
+
+        def _grow(self, like_k: torch.Tensor, like_v: torch.Tensor, capacity: int) -> None:
+            b, h, _, d = like_k.shape
+            k = like_k.new_empty((b, h, capacity, d))
+            v = like_v.new_empty((b, h, capacity, like_v.shape[-1]))
+            if self._len:
+                k[:, :, : self._len] = self._k[:, :, : self._len]
+                v[:, :, : self._len] = self._v[:, :, : self._len]
+            self._k, self._v = k, v
+
+        def _views(self) -> None:
+            self.keys = self._k[:, :, : self._len]
+            self.values = self._v[:, :, : self._len]
+
+        def get_seq_length(self) -> int:
+            return self._len if self.is_initialized else 0
+
+        def crop(self, tokens_to_remove: int) -> None:
+            super().crop(tokens_to_remove)
+            if self.is_initialized and self._k is not None:
+                self._len = self.keys.shape[-2]
+                self._views()
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            if self.get_seq_length() > 0:
+                self._k = self._k.repeat_interleave(repeats, dim=0)
+                self._v = self._v.repeat_interleave(repeats, dim=0)
+                self._views()
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self.get_seq_length() > 0:
+                self._k, self._v = self._k[indices], self._v[indices]
+                self._views()
+
+        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+            self.batch_select_indices(beam_idx)
+
+    return SpareRoomLayer
+
+
+_SPARE_ROOM_LAYER = None
+
+
+def new_cache():
+    """An empty transformers DynamicCache whose layers append into spare room."""
+    global _SPARE_ROOM_LAYER
+    from transformers import DynamicCache
+
+    if _SPARE_ROOM_LAYER is None:
+        _SPARE_ROOM_LAYER = _spare_room_layer_class()
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = _SPARE_ROOM_LAYER
+    return cache
+
+
 @dataclass
 class Prefilled:
     cache: object                # transformers DynamicCache holding [prefix + padded own tokens]
@@ -54,13 +140,11 @@ class Prefilled:
 @torch.no_grad()
 def prefill(model: nn.Module, rows: list[list[int]], pad_id: int) -> Prefilled:
     """Run the rows (token ids, each non-empty) through the decoder, sharing their prefix."""
-    from transformers import DynamicCache
-
     decoder, _ = decoder_and_head(model)
     device = next(model.parameters()).device
     n_rows = len(rows)
     shared = common_prefix_length(rows)
-    cache = DynamicCache()
+    cache = new_cache()
     if shared:
         prefix = torch.tensor([rows[0][:shared]], device=device)  # [1, P]
         decoder(input_ids=prefix, position_ids=torch.arange(shared, device=device)[None],

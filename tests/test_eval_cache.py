@@ -1,0 +1,79 @@
+"""Evaluation shortcuts give the same numbers: the folded adapter, the cached base side."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from conftest import FORGET, RETAIN
+from tiny import make_model, make_tokenizer
+
+import aglora.evaluate as evaluate_mod
+from aglora.concepts import Probe
+from aglora.config import EvalConfig, LoraConfig
+from aglora.lora import attach_lora, merged_copy
+from aglora.masks import NeuronMask
+
+
+def _adapted():
+    torch.manual_seed(0)
+    model = make_model()
+    mask = NeuronMask(torch.zeros(3, 48), [0, 1, 2])
+    mask.mask[1, :5] = 1.0
+    pm = attach_lora(model, mask, LoraConfig(rank=4))
+    for name, p in pm.named_parameters():
+        if "lora_B" in name:  # a non-zero adapter, as after training
+            torch.nn.init.normal_(p, std=0.2)
+    return pm
+
+
+def _probes() -> list[Probe]:
+    return ([Probe(**r, id=f"f{i}", split="forget", family="direct",
+                   leak_patterns=["nolan"]) for i, r in enumerate(FORGET)]
+            + [Probe(**r, id=f"n{i}", split="neighbor", family="same-answer")
+               for i, r in enumerate(RETAIN)])
+
+
+def test_folded_adapter_computes_what_the_adapter_computes():
+    pm = _adapted()
+    ids = torch.tensor([[5, 9, 14, 3, 27, 8]])
+    with torch.no_grad():
+        want = pm(input_ids=ids).logits
+        merged = merged_copy(pm)
+        got = merged(input_ids=ids).logits
+        with pm.disable_adapter():
+            base = pm(input_ids=ids).logits
+    assert not hasattr(merged, "disable_adapter")          # a plain model
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(want, base, atol=1e-3)       # the adapter does change the output
+    with torch.no_grad(), pm.disable_adapter():            # the adapter model is left as it was
+        assert torch.equal(pm(input_ids=ids).logits, base)
+
+
+def test_base_side_comes_from_the_cache_on_a_rerun(monkeypatch):
+    pm, tok, probes = _adapted(), make_tokenizer(), _probes()
+    cfg = EvalConfig(n_samples=1, max_new_tokens=6)
+    first, _ = evaluate_mod.evaluate(pm, tok, probes, cfg)
+    calls: list[str] = []
+    real_measure = evaluate_mod.measure
+
+    def counting(model, tok, probes, cfg, gen_mask, label):
+        calls.append(label)
+        return real_measure(model, tok, probes, cfg, gen_mask, label)
+
+    monkeypatch.setattr(evaluate_mod, "measure", counting)
+    again, _ = evaluate_mod.evaluate(pm, tok, probes, cfg)
+    assert calls == ["after"]
+    def same(m: dict) -> str:  # NaN-safe comparison
+        return json.dumps({k: v for k, v in m.items() if k != "eval_seconds"}, sort_keys=True)
+
+    assert same(again) == same(first)
+    # Other probes, other settings or other base weights: measured again.
+    evaluate_mod.evaluate(pm, tok, probes[:-1], cfg)
+    evaluate_mod.evaluate(pm, tok, probes, EvalConfig(n_samples=1, max_new_tokens=7))
+    with torch.no_grad():
+        pm.get_base_model().model.layers[0].mlp.up_proj.weight[0, 0] += 1.0
+    evaluate_mod.evaluate(pm, tok, probes, cfg)
+    evaluate_mod.evaluate(pm, tok, probes, EvalConfig(n_samples=1, max_new_tokens=6,
+                                                      cache_base=False))
+    assert calls == ["after"] + ["base", "after"] * 4
