@@ -271,8 +271,29 @@ def test_cached_weights_for_another_model_are_refused(tmp_path):
 
 
 # ---- methods -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_each_method_lowers_the_forget_answers(name):
+def test_track_methods_are_the_shared_registry():
+    from aglora.controlled.settings import KNOWN_METHODS
+    from aglora.methods import METHODS as SHARED
+    assert set(KNOWN_METHODS) == set(SHARED) == set(METHODS)
+
+
+def test_track_settings_become_each_methods_run_config():
+    from aglora.controlled.methods import run_config
+    s = MethodSettings(steps=7, lora_lr=3e-3, full_lr=2e-5, lora_retain_weight=9.0,
+                       full_retain_weight=0.5, k=32, rank=4, seed=3)
+    lora, full = run_config("ag_lora", s), run_config("full_npo", s)
+    # A fixed budget: no early stop before the last step, one check at the end.
+    assert lora.train.max_steps == lora.train.min_steps == lora.train.check_every == 7
+    assert (lora.train.retain_objective, lora.train.lr, lora.train.retain_weight) == \
+        ("kl", 3e-3, 9.0)
+    assert (full.train.retain_objective, full.train.lr, full.train.retain_weight) == \
+        ("nll", 2e-5, 0.5)
+    assert (lora.mask.k, lora.lora.rank, lora.train.seed) == (32, 4, 3)
+
+
+@pytest.mark.parametrize("name", ["ag_lora", "plain_lora", "random_lora", "full_gd",
+                                  "full_npo"])
+def test_each_trained_method_lowers_the_forget_answers(name):
     cat = generate_catalogue(0, n_films=4, n_forget=1)
     forget = [q.question for q in cat.questions if q.question.split == "forget"][:4]
     retain = [q.question for q in cat.questions if q.question.split != "forget"][:4]
@@ -285,10 +306,23 @@ def test_each_method_lowers_the_forget_answers(name):
     after = _logp(out.model, tok, forget)
     assert out.steps == 4 and out.trainable_params > 0
     assert float(after.mean()) < float(before.mean())
-    if name.endswith("lora"):  # adapters leave the base weights untouched
-        lm = out.model.get_base_model()
-        kept = [p for n, p in lm.named_parameters() if "lora_" not in n]
-        assert all(torch.equal(a, b) for a, b in zip(base, kept, strict=True))
+    # Every method works on its own copy: the implanted model it was given is untouched.
+    assert all(torch.equal(a, b) for a, b in zip(base, model.parameters(), strict=True))
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["rmu", "act_edit"])
+def test_rmu_and_act_edit_change_the_model_not_the_input(name):
+    cat = generate_catalogue(0, n_films=4, n_forget=1)
+    forget = [q.question for q in cat.questions if q.question.split == "forget"][:4]
+    retain = [q.question for q in cat.questions if q.question.split != "forget"][:4]
+    model, tok = tiny_loader()
+    before = _logp(model, tok, forget)
+    out = METHODS[name](model, tok, forget, retain,
+                        MethodSettings(steps=2, batch_size=4, k=16, record_retain=4),
+                        lambda s: None)
+    assert not torch.allclose(_logp(out.model, tok, forget), before)
+    assert torch.equal(_logp(model, tok, forget), before)
 
 
 # ---- the whole track on a tiny model ---------------------------------------------------------

@@ -199,3 +199,20 @@ def test_method_works_on_the_callers_copy(name, tok, concept_path):
     res = apply_method(name, base, tok, inp)
     assert res.after is work and inp.work is None  # used once, not kept for the next method
     assert not _changed(before, base)
+
+
+def test_unfrozen_restores_eval_mode_and_frozen_weights_even_on_error():
+    from aglora.train import unfrozen
+    model = make_model()
+    model.eval()
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="boom"), unfrozen(model, params):
+        assert model.training and all(p.requires_grad for p in params)
+        model(torch.tensor([[1, 2, 3]])).logits.sum().backward()
+        assert params[0].grad is not None
+        raise RuntimeError("boom")
+    assert not model.training
+    assert not any(p.requires_grad for p in params)
+    assert all(p.grad is None for p in params)

@@ -36,7 +36,7 @@ from aglora.masks import NeuronMask, save_mask, select
 from aglora.models import mlp_layers
 from aglora.rmu import RmuConfig, rmu_parameters, train_rmu
 from aglora.scoring import random_score
-from aglora.train import TrainResult, train
+from aglora.train import TrainResult, train, unfrozen
 
 
 @dataclass
@@ -164,13 +164,10 @@ def _full(base: nn.Module, tok, inp: MethodInputs, forget_objective: str,
     torch.manual_seed(cfg.train.seed)
     model = _fresh_copy(base, inp)
     params = list(model.parameters())  # tied embeddings appear once
-    for p in params:
-        p.requires_grad_(True)
     c = inp.concept
-    result = train(model, tok, c.forget, c.retain, tcfg, c.refusals, c.alternatives,
-                   log=inp.log, params=params, reference=base)
-    for p in params:
-        p.requires_grad_(False)
+    with unfrozen(model, params):
+        result = train(model, tok, c.forget, c.retain, tcfg, c.refusals, c.alternatives,
+                       log=inp.log, params=params, reference=base)
     n = sum(p.numel() for p in params)
     return Unlearned(model, base, "full", result, n, n, _tensor_bytes(params))
 

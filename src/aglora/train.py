@@ -89,12 +89,37 @@ def base_view(model: nn.Module, reference: nn.Module | None) -> Iterator[nn.Modu
             yield model
 
 
+@contextmanager
+def unfrozen(model: nn.Module, params: list[nn.Parameter]) -> Iterator[None]:
+    """Train `params` of `model`: unfrozen inside; on exit, even on an error, the model is back
+    in eval mode with `params` frozen and their gradients dropped (full-parameter training)."""
+    for p in params:
+        p.requires_grad_(True)
+    model.train()
+    try:
+        yield
+    finally:
+        model.eval()
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
+
+
 def forget_goal_met(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
                     chance: float) -> tuple[bool, float, float]:
     scores = score_options(model, tok, items)
     acc, marg = choice_summary(scores)
     goal = cfg.stop_accuracy if cfg.stop_accuracy is not None else chance
     return (acc <= goal and marg <= cfg.stop_margin), acc, marg
+
+
+def _progress_line(row: dict) -> str:
+    line = (f"[aglora] step {row['step']:3d} loss {row['loss']:.3f} forget "
+            f"{row['forget_loss']:.3f} retain {row['retain_loss']:.4f}")
+    if "train_forget_accuracy" in row:
+        line += (f" acc {row['train_forget_accuracy']:.2f} margin "
+                 f"{row['train_forget_margin']:.2f}")
+    return line
 
 
 def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: TrainConfig,
@@ -137,65 +162,65 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     result = TrainResult()
     start = time.time()
     model.train()
-    for step in range(1, cfg.max_steps + 1):
-        f_idx = f_cycle.next()
-        f_items = [forget[i] for i in f_idx]
-        fb = _forget_batch(tok, f_items, cfg, refusals or [], alternatives or [], rng).to(device)
-        logp = target_logprobs(model, fb)  # [batch]
-        n_tok = fb.target_mask.sum(-1)
-        if cfg.forget_objective == "npo":
-            forget_loss = npo_loss(logp, ref_logp[f_idx].to(device), cfg.npo_beta)
-        elif cfg.forget_objective == "grad_ascent":
-            forget_loss = grad_ascent_loss(logp, n_tok)
-        elif cfg.forget_objective in ("refusal", "alternative"):
-            forget_loss = nll_loss(logp, n_tok)
-        else:
-            forget_loss = torch.zeros((), device=device)
-        retain_loss = torch.zeros((), device=device)
-        kl_value = 0.0
-        if r_cycle is not None and cfg.retain_objective != "none":
-            r_items = [retain[i] for i in r_cycle.next()]
-            rb = encode(tok, r_items, [p.answer or "" for p in r_items]).to(device)
-            # One decoder pass serves both terms; logits only at the positions a term needs.
-            wants_kl, wants_nll = "kl" in cfg.retain_objective, "nll" in cfg.retain_objective
-            content_logits, target_logits = logits_at_each(
-                model, rb, [rb.content_mask if wants_kl else torch.zeros_like(rb.content_mask),
-                            rb.target_mask if wants_nll else torch.zeros_like(rb.target_mask)])
-            if wants_kl:
-                with torch.no_grad(), base_view(model, reference) as ref_model:
-                    base_logits = logits_at(ref_model, rb, rb.content_mask)  # [n, vocab]
-                kl = kl_base_model(content_logits, base_logits)
-                kl_value = float(kl.detach())
-                retain_loss = retain_loss + kl
-            if wants_nll:
-                retain_loss = retain_loss + nll_loss(
-                    target_logprobs_from_logits(target_logits, rb), rb.target_mask.sum(-1))
-        loss = forget_loss + cfg.retain_weight * retain_loss
-        if not math.isfinite(float(loss.detach())):
-            raise AgloraError(f"training diverged at step {step} (loss {float(loss)}); lower "
-                              "train.lr or use the npo objective")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        row = {"step": step, "loss": float(loss.detach()),
-               "forget_loss": float(forget_loss.detach()),
-               "retain_loss": float(retain_loss.detach()), "retain_kl": kl_value,
-               "seconds": time.time() - start}
-        if choice_items and step % cfg.check_every == 0:
-            model.eval()
-            met, acc, marg = forget_goal_met(model, tok, choice_items, cfg, chance)
-            model.train()
-            row.update(train_forget_accuracy=acc, train_forget_margin=marg)
-            if met and step >= cfg.min_steps:
-                result.stopped_early = True
-        result.history.append(row)
-        log(f"[aglora] step {step:3d} loss {row['loss']:.3f} forget {row['forget_loss']:.3f} "
-            f"retain {row['retain_loss']:.4f}"
-            + (f" acc {row['train_forget_accuracy']:.2f} margin {row['train_forget_margin']:.2f}"
-               if "train_forget_accuracy" in row else ""))
-        result.steps = step
-        if result.stopped_early:
-            break
-    model.eval()
+    try:
+        for step in range(1, cfg.max_steps + 1):
+            f_idx = f_cycle.next()
+            f_items = [forget[i] for i in f_idx]
+            fb = _forget_batch(tok, f_items, cfg, refusals or [], alternatives or [], rng)
+            fb = fb.to(device)
+            logp = target_logprobs(model, fb)  # [batch]
+            n_tok = fb.target_mask.sum(-1)
+            if cfg.forget_objective == "npo":
+                forget_loss = npo_loss(logp, ref_logp[f_idx].to(device), cfg.npo_beta)
+            elif cfg.forget_objective == "grad_ascent":
+                forget_loss = grad_ascent_loss(logp, n_tok)
+            elif cfg.forget_objective in ("refusal", "alternative"):
+                forget_loss = nll_loss(logp, n_tok)
+            else:
+                forget_loss = torch.zeros((), device=device)
+            retain_loss = torch.zeros((), device=device)
+            kl_value = 0.0
+            if r_cycle is not None and cfg.retain_objective != "none":
+                r_items = [retain[i] for i in r_cycle.next()]
+                rb = encode(tok, r_items, [p.answer or "" for p in r_items]).to(device)
+                # One decoder pass serves both terms; logits only at the positions a term needs.
+                wants_kl, wants_nll = "kl" in cfg.retain_objective, "nll" in cfg.retain_objective
+                content_logits, target_logits = logits_at_each(
+                    model, rb, [rb.content_mask if wants_kl else torch.zeros_like(rb.content_mask),
+                                rb.target_mask if wants_nll else torch.zeros_like(rb.target_mask)])
+                if wants_kl:
+                    with torch.no_grad(), base_view(model, reference) as ref_model:
+                        base_logits = logits_at(ref_model, rb, rb.content_mask)  # [n, vocab]
+                    kl = kl_base_model(content_logits, base_logits)
+                    kl_value = float(kl.detach())
+                    retain_loss = retain_loss + kl
+                if wants_nll:
+                    retain_loss = retain_loss + nll_loss(
+                        target_logprobs_from_logits(target_logits, rb), rb.target_mask.sum(-1))
+            loss = forget_loss + cfg.retain_weight * retain_loss
+            if not math.isfinite(float(loss.detach())):
+                raise AgloraError(f"training diverged at step {step} (loss {float(loss)}); lower "
+                                  "train.lr or use the npo objective")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            row = {"step": step, "loss": float(loss.detach()),
+                   "forget_loss": float(forget_loss.detach()),
+                   "retain_loss": float(retain_loss.detach()), "retain_kl": kl_value,
+                   "seconds": time.time() - start}
+            if choice_items and step % cfg.check_every == 0:
+                model.eval()
+                met, acc, marg = forget_goal_met(model, tok, choice_items, cfg, chance)
+                model.train()
+                row.update(train_forget_accuracy=acc, train_forget_margin=marg)
+                if met and step >= cfg.min_steps:
+                    result.stopped_early = True
+            result.history.append(row)
+            log(_progress_line(row))
+            result.steps = step
+            if result.stopped_early:
+                break
+    finally:
+        model.eval()
     result.seconds = time.time() - start
     return result

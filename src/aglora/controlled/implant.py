@@ -34,6 +34,7 @@ from aglora.io import load_tensors, read_json, save_tensors, write_json
 from aglora.models import cache_dir, fingerprint
 from aglora.objectives import nll_loss
 from aglora.text import encode
+from aglora.train import unfrozen
 
 VARIANTS = ("full", "retain")
 
@@ -44,9 +45,7 @@ def finetune(model: nn.Module, tok, items: list[Probe], cfg: ImplantConfig,
     if not items or any(not p.answer for p in items):
         raise AgloraError("implant: every item needs an answer, and there must be some")
     device = next(model.parameters()).device
-    params = [p for p in model.parameters()]
-    for p in params:
-        p.requires_grad_(True)
+    params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(items) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -61,9 +60,8 @@ def finetune(model: nn.Module, tok, items: list[Probe], cfg: ImplantConfig,
     torch.manual_seed(cfg.seed)
     history: list[dict] = []
     start = time.time()
-    model.train()
     step = 0
-    try:
+    with unfrozen(model, params):
         for epoch in range(1, cfg.epochs + 1):
             order = list(range(len(items)))
             rng.shuffle(order)
@@ -89,11 +87,6 @@ def finetune(model: nn.Module, tok, items: list[Probe], cfg: ImplantConfig,
             history.append(row)
             log(f"[controlled] implant epoch {epoch}/{cfg.epochs} loss {row['loss']:.3f} "
                 f"({row['seconds']:.0f}s, {step}/{total} steps)")
-    finally:
-        model.eval()
-        for p in params:
-            p.requires_grad_(False)
-            p.grad = None
     return history
 
 

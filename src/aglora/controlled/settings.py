@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass, field
 from aglora.errors import AgloraError
 
 DEFAULT_METHODS = ["ag_lora", "plain_lora", "full_gd", "full_npo"]
-KNOWN_METHODS = ("ag_lora", "plain_lora", "full_gd", "full_npo")
+# The names of the shared registry (aglora.methods.METHODS; a test checks they agree). Kept as a
+# literal so that settings stay importable without torch.
+KNOWN_METHODS = ("ag_lora", "plain_lora", "random_lora", "full_gd", "full_npo", "rmu",
+                 "act_edit")
 
 
 @dataclass
