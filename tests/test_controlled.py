@@ -319,9 +319,9 @@ def test_rmu_and_act_edit_change_the_model_not_the_input(name):
     model, tok = tiny_loader()
     before = _logp(model, tok, forget)
     out = METHODS[name](model, tok, forget, retain,
-                        MethodSettings(steps=2, batch_size=4, k=16, record_retain=4),
-                        lambda s: None)
-    assert not torch.allclose(_logp(out.model, tok, forget), before)
+                        MethodSettings(steps=3, batch_size=4, k=16, record_retain=4,
+                                       full_lr=5e-3), lambda s: None)
+    assert (_logp(out.model, tok, forget) - before).abs().max() > 1e-3
     assert torch.equal(_logp(model, tok, forget), before)
 
 
