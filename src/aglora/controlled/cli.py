@@ -27,9 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="unlearning steps, the same for every method")
     p.add_argument("--k", type=int, default=MethodSettings.k, help="ag_lora: neurons in the mask")
     p.add_argument("--lora-lr", type=float, default=MethodSettings.lora_lr,
-                   help="learning rate of ag_lora and plain_lora")
+                   help="learning rate of the LoRA methods (ag_lora, plain_lora, random_lora)")
     p.add_argument("--full-lr", type=float, default=MethodSettings.full_lr,
-                   help="learning rate of full_gd and full_npo")
+                   help="learning rate of full_gd, full_npo and rmu")
     p.add_argument("--implant-epochs", type=int, default=ImplantConfig.epochs,
                    help="epochs of the implant fine-tune (full and retain models)")
     p.add_argument("--implant-lr", type=float, default=ImplantConfig.lr,

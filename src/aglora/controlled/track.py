@@ -40,7 +40,6 @@ from aglora.controlled.settings import ControlledConfig
 from aglora.io import read_json, write_json, write_text, write_with
 from aglora.likelihood import choice_correct, margin, score_options_with_lengths
 
-DEFAULT_METHODS = ["ag_lora", "plain_lora", "full_gd", "full_npo"]
 REFERENCES = ("base", "full", "retain")
 Loader = Callable[[], tuple[nn.Module, object]]
 
