@@ -10,10 +10,12 @@ numbers say. See docs/metrics.md for the schema of the returned dictionary.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -22,8 +24,10 @@ from aglora.concepts import Probe
 from aglora.config import EvalConfig
 from aglora.forward import logits_at
 from aglora.generation import distinct_n, generate, leaks, repetition
+from aglora.io import read_json, write_json
 from aglora.likelihood import choice_correct, margin, score_options_with_lengths, truth_ratio
 from aglora.lora import adapter_disabled, merged_copy
+from aglora.models import cache_dir, weights_digest
 from aglora.objectives import kl_base_model
 from aglora.text import encode
 
@@ -93,15 +97,9 @@ def base_side(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
     if not cfg.cache_base:
         with adapter_disabled(model):
             return measure(model, tok, probes, cfg, gen_mask, "base")
-    import hashlib
-    import json
-    from dataclasses import asdict
-
     import transformers
 
     import aglora
-    from aglora.io import read_json, write_json
-    from aglora.models import cache_dir, weights_digest
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("relearn_steps", "cache_base")}
     blob = json.dumps({"weights": weights_digest(model), "eval": settings, "gen": gen_mask,
                        "probes": [p.to_dict() for p in probes], "aglora": aglora.__version__,
