@@ -16,6 +16,7 @@ import random
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -94,9 +95,20 @@ def base_side(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
     kept under `<cache>/base-eval/<key>.json` (key: a digest of all three plus the library
     versions) and a rerun measures only the after side. `eval.cache_base: false` turns it off.
     """
-    if not cfg.cache_base:
-        with adapter_disabled(model):
-            return measure(model, tok, probes, cfg, gen_mask, "base")
+    path = _base_cache_path(model, probes, cfg, gen_mask) if cfg.cache_base else None
+    if path is not None and path.is_file():
+        data = read_json(path)
+        return SideResult(data["scores"], data["lengths"], data["generations"])
+    with adapter_disabled(model):
+        side = measure(model, tok, probes, cfg, gen_mask, "base")
+    if path is not None:
+        write_json(path, {"scores": side.scores, "lengths": side.lengths,
+                          "generations": side.generations})
+    return side
+
+
+def _base_cache_path(model: nn.Module, probes: list[Probe], cfg: EvalConfig,
+                     gen_mask: list[bool]) -> Path:
     import transformers
 
     import aglora
@@ -105,15 +117,7 @@ def base_side(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
                        "probes": [p.to_dict() for p in probes], "aglora": aglora.__version__,
                        "torch": torch.__version__, "transformers": transformers.__version__,
                        "device": str(next(model.parameters()).device)}, sort_keys=True)
-    path = cache_dir() / "base-eval" / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
-    if path.is_file():
-        data = read_json(path)
-        return SideResult(data["scores"], data["lengths"], data["generations"])
-    with adapter_disabled(model):
-        side = measure(model, tok, probes, cfg, gen_mask, "base")
-    write_json(path, {"scores": side.scores, "lengths": side.lengths,
-                      "generations": side.generations})
-    return side
+    return cache_dir() / "base-eval" / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
 
 
 def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0) -> list[float]:
@@ -222,13 +226,13 @@ def evaluate(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
     after = measure(after_model, tok, probes, cfg, gen_mask, "after") if has_adapter else base
     by_split, by_family = group_indices(probes)
     nb = by_split.get("neighbor", [])
-    d_base, r_base = _fluency([base.generations[i] for i in nb])
 
     def kl(idx: list[int]) -> float:  # 0 without an adapter: the model is its own base
         if not has_adapter:
             return 0.0
         return kl_between(after_model, model, tok, [probes[i] for i in idx], cfg.batch_size)
 
+    d_base, r_base = _fluency([base.generations[i] for i in nb])
     d_after, r_after = _fluency([after.generations[i] for i in nb])
     metrics = {
         "splits": {s: group_metrics(ix, probes, base, after, default_leak_patterns)

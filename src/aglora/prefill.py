@@ -20,6 +20,7 @@ token's keys and values.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -44,7 +45,10 @@ def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return lm.get_decoder(), lm.get_output_embeddings()
 
 
-def _spare_room_layer_class():
+@functools.cache
+def _spare_room_layer_class() -> type:
+    """The layer class, defined on first use so that importing this module needs no
+    transformers."""
     from transformers.cache_utils import DynamicLayer
 
     class SpareRoomLayer(DynamicLayer):
@@ -110,18 +114,12 @@ def _spare_room_layer_class():
     return SpareRoomLayer
 
 
-_SPARE_ROOM_LAYER = None
-
-
 def new_cache():
     """An empty transformers DynamicCache whose layers append into spare room."""
-    global _SPARE_ROOM_LAYER
     from transformers import DynamicCache
 
-    if _SPARE_ROOM_LAYER is None:
-        _SPARE_ROOM_LAYER = _spare_room_layer_class()
     cache = DynamicCache()
-    cache.layer_class_to_replicate = _SPARE_ROOM_LAYER
+    cache.layer_class_to_replicate = _spare_room_layer_class()
     return cache
 
 

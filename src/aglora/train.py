@@ -38,7 +38,7 @@ from aglora.objectives import (
     nll_loss,
     npo_loss,
 )
-from aglora.text import chat_prefix_text, encode
+from aglora.text import Batch, chat_prefix_text, encode
 
 
 @dataclass
@@ -113,6 +113,28 @@ def forget_goal_met(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
     return (acc <= goal and marg <= cfg.stop_margin), acc, marg
 
 
+def _retain_term(model: nn.Module, rb: Batch, objective: str,
+                 reference: nn.Module | None) -> tuple[torch.Tensor, float]:
+    """(retain loss, its KL part) on a retain batch for objective kl | nll | kl+nll."""
+    # One decoder pass serves both terms; logits only at the positions a term needs.
+    wants_kl, wants_nll = "kl" in objective, "nll" in objective
+    content_logits, target_logits = logits_at_each(
+        model, rb, [rb.content_mask if wants_kl else torch.zeros_like(rb.content_mask),
+                    rb.target_mask if wants_nll else torch.zeros_like(rb.target_mask)])
+    loss = torch.zeros((), device=rb.input_ids.device)
+    kl_value = 0.0
+    if wants_kl:
+        with torch.no_grad(), base_view(model, reference) as ref_model:
+            base_logits = logits_at(ref_model, rb, rb.content_mask)  # [n, vocab]
+        kl = kl_base_model(content_logits, base_logits)
+        kl_value = float(kl.detach())
+        loss = loss + kl
+    if wants_nll:
+        loss = loss + nll_loss(target_logprobs_from_logits(target_logits, rb),
+                               rb.target_mask.sum(-1))
+    return loss, kl_value
+
+
 def _progress_line(row: dict) -> str:
     line = (f"[aglora] step {row['step']:3d} loss {row['loss']:.3f} forget "
             f"{row['forget_loss']:.3f} retain {row['retain_loss']:.4f}")
@@ -183,20 +205,7 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
             if r_cycle is not None and cfg.retain_objective != "none":
                 r_items = [retain[i] for i in r_cycle.next()]
                 rb = encode(tok, r_items, [p.answer or "" for p in r_items]).to(device)
-                # One decoder pass serves both terms; logits only at the positions a term needs.
-                wants_kl, wants_nll = "kl" in cfg.retain_objective, "nll" in cfg.retain_objective
-                content_logits, target_logits = logits_at_each(
-                    model, rb, [rb.content_mask if wants_kl else torch.zeros_like(rb.content_mask),
-                                rb.target_mask if wants_nll else torch.zeros_like(rb.target_mask)])
-                if wants_kl:
-                    with torch.no_grad(), base_view(model, reference) as ref_model:
-                        base_logits = logits_at(ref_model, rb, rb.content_mask)  # [n, vocab]
-                    kl = kl_base_model(content_logits, base_logits)
-                    kl_value = float(kl.detach())
-                    retain_loss = retain_loss + kl
-                if wants_nll:
-                    retain_loss = retain_loss + nll_loss(
-                        target_logprobs_from_logits(target_logits, rb), rb.target_mask.sum(-1))
+                retain_loss, kl_value = _retain_term(model, rb, cfg.retain_objective, reference)
             loss = forget_loss + cfg.retain_weight * retain_loss
             if not math.isfinite(float(loss.detach())):
                 raise AgloraError(f"training diverged at step {step} (loss {float(loss)}); lower "
