@@ -1,6 +1,6 @@
 """Time the evaluation of a run's probe set, part by part, and print a table.
 
-    python benchmarks/eval_speed.py runs/demo
+    python benchmarks/eval_speed.py runs/demo [--set eval.KEY=VALUE ...]
 
 Loads the run's base model and adapter and times each part of `aglora.evaluate.evaluate` with
 the run's eval settings: the base side (likelihood scoring, generation), folding the adapter into
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from aglora.config import apply_overrides, config_from_dict, config_to_dict
 from aglora.evaluate import kl_between, measure
 from aglora.lora import adapter_disabled, merged_copy
 from aglora.pipeline import eval_probes, reopen_run
@@ -26,11 +27,15 @@ from aglora.pipeline import eval_probes, reopen_run
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--set", action="append", default=[], metavar="eval.KEY=VALUE",
+                        help="time with other eval settings than the run's")
     args = parser.parse_args()
     ctx = reopen_run(args.run_dir)
+    if args.set:
+        ctx.cfg = config_from_dict(apply_overrides(config_to_dict(ctx.cfg), args.set))
+    cfg = ctx.cfg.eval
     model, tok = ctx.adapted()
     probes = eval_probes(ctx)
-    cfg = ctx.cfg.eval
     gen_mask = [p.split in ("forget", "neighbor") for p in probes]
     no_gen = [False] * len(probes)
     gen_probes = [p.__class__(**{**p.to_dict(), "distractors": []})
@@ -60,7 +65,8 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} torch threads; probes: {len(probes)} "
           f"({len(gen_probes)} generating), n_samples {cfg.n_samples} on {cfg.sample_splits}, "
-          f"max_new_tokens {cfg.max_new_tokens}, batch {cfg.batch_size}")
+          f"max_new_tokens {cfg.max_new_tokens}, batch {cfg.batch_size}, "
+          f"generate batch {cfg.generate_batch_size or cfg.batch_size}")
     print(f"{'part':<26}{'seconds':>10}")
     for name, t, _ in rows:
         print(f"{name:<26}{t:>10.1f}")

@@ -155,3 +155,39 @@ def test_retain_objectives_reduce_their_own_loss(tok, retain_objective):
     history = train(pm, tok, FORGET, RETAIN, cfg, refusals=["film"],
                     log=lambda *_: None).history
     assert history[-1]["retain_loss"] < history[0]["retain_loss"]
+
+
+def test_cached_base_logits_give_the_same_training(tok, monkeypatch):
+    """The retain items' base logits, computed once, give the losses of per-step computation."""
+    import aglora.train as train_mod
+
+    retain = RETAIN + [Probe(prompt="Name a film by Ridley Scott.", answer="Alien",
+                             split="neighbor"),
+                       Probe(prompt="Who wrote Dune?", prefix="It was written by",
+                             answer="Frank Herbert", split="neighbor")]
+    histories = []
+    for limit in (train_mod.BASE_LOGITS_CACHE_BYTES, 0):  # cached, then per step
+        monkeypatch.setattr(train_mod, "BASE_LOGITS_CACHE_BYTES", limit)
+        model = make_model()
+        torch.manual_seed(0)
+        pm = attach_lora(model, _mask(), LoraConfig(modules=["down_proj"], rank=4))
+        cfg = TrainConfig(max_steps=5, min_steps=5, lr=1e-2, batch_size=2, check_every=10**6)
+        histories.append(train(pm, tok, FORGET, retain, cfg, log=lambda *_: None).history)
+    cached, per_step = histories
+    assert [r["retain_kl"] for r in cached[1:]] == pytest.approx(
+        [r["retain_kl"] for r in per_step[1:]], rel=1e-4, abs=1e-7)
+    assert max(r["retain_kl"] for r in cached) > 0  # the adapter moved: KL is not trivially 0
+    assert [r["loss"] for r in cached] == pytest.approx([r["loss"] for r in per_step], rel=1e-4)
+
+
+def test_cached_base_logits_split_per_item(tok):
+    from aglora.text import encode
+    from aglora.train import cached_base_logits
+
+    model = make_model()
+    items = RETAIN + [Probe(prompt="Name a film by Ridley Scott.", answer="Alien")]
+    per_item = cached_base_logits(model, tok, items, batch_size=2, reference=None)
+    for item, logits in zip(items, per_item, strict=True):
+        b = encode(tok, [item], [item.answer])
+        assert logits.shape == (int(b.content_mask.sum()), model.config.vocab_size)
+    assert cached_base_logits(model, tok, items, 2, None, limit_bytes=0) is None

@@ -114,7 +114,11 @@ class EvalConfig:
                                               "(the others: greedy only)")
     temperature: float = _f(0.7, "sampling temperature")
     max_new_tokens: int = _f(32, "tokens generated per probe")
-    batch_size: int = _f(16, "sequences per batch in likelihood scoring and generation")
+    batch_size: int = _f(16, "sequences per batch in likelihood scoring (and generation, unless "
+                             "generate_batch_size is set)")
+    generate_batch_size: int = _f(0, "rows decoded together in generation (0 = batch_size); "
+                                     "decoding one token per row uses the CPU better in "
+                                     "larger batches than scoring does")
     include_tofu: bool = _f(True, "add the TOFU world-facts and real-authors utility probes")
     tofu_limit: int = _f(0, "use at most this many TOFU probes per file (0 = all)")
     relearn_steps: int = _f(0, "steps of the relearning attack (0 = off)")

@@ -57,7 +57,8 @@ def measure(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig, gen_mas
         if not idx:
             continue
         gens = generate(model, tok, [probes[i] for i in idx], cfg.n_samples if sampled else 0,
-                        cfg.temperature, cfg.max_new_tokens, cfg.seed, cfg.batch_size,
+                        cfg.temperature, cfg.max_new_tokens, cfg.seed,
+                        cfg.generate_batch_size or cfg.batch_size,
                         desc=f"generate ({label}{'' if sampled else ', greedy'})")
         for i, g in zip(idx, gens, strict=True):
             generations[i] = g

@@ -1,9 +1,12 @@
 """The training loop (thin): forget term + alpha * retain term on the LoRA parameters only.
 
 Each step samples a forget batch and a retain batch (seeded). The base model's outputs, needed by
-NPO (reference log-probs, computed once) and by the KL retain term (computed per step), come from
-the same peft model with its adapter disabled, so no second copy of the weights is held (full-
-parameter baselines pass the untouched base model as `reference` instead).
+NPO (reference log-probs) and by the KL retain term (base logits at the retain items' content
+positions), are computed once before the first step and kept; they come from the same peft model
+with its adapter disabled, so no second copy of the weights is held (full-parameter baselines pass
+the untouched base model as `reference` instead). The base logits are kept only while they fit in
+`BASE_LOGITS_CACHE_BYTES`; beyond that (large vocabularies, many retain items) they are recomputed
+per step, which gives the same loss.
 Training stops early once the forget items are at chance on likelihood choice (and their mean
 margin is below `stop_margin`), after `min_steps`; `max_steps` is a hard cap.
 """
@@ -39,6 +42,8 @@ from aglora.objectives import (
     npo_loss,
 )
 from aglora.text import Batch, chat_prefix_text, encode
+
+BASE_LOGITS_CACHE_BYTES = 1 << 30  # keep the retain items' base logits when they fit in 1 GiB
 
 
 @dataclass
@@ -107,15 +112,51 @@ def unfrozen(model: nn.Module, params: list[nn.Parameter]) -> Iterator[None]:
 
 def forget_goal_met(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
                     chance: float) -> tuple[bool, float, float]:
-    scores = score_options(model, tok, items)
+    scores = score_options(model, tok, items, batch_size=64)
     acc, marg = choice_summary(scores)
     goal = cfg.stop_accuracy if cfg.stop_accuracy is not None else chance
     return (acc <= goal and marg <= cfg.stop_margin), acc, marg
 
 
-def _retain_term(model: nn.Module, rb: Batch, objective: str,
-                 reference: nn.Module | None) -> tuple[torch.Tensor, float]:
-    """(retain loss, its KL part) on a retain batch for objective kl | nll | kl+nll."""
+@torch.no_grad()
+def cached_base_logits(model: nn.Module, tok, items: list[Probe], batch_size: int,
+                       reference: nn.Module | None,
+                       limit_bytes: int = BASE_LOGITS_CACHE_BYTES) -> list[torch.Tensor] | None:
+    """Per retain item, the base model's logits at its content positions [n_content_i, vocab];
+    None when they would take more than `limit_bytes`.
+
+    A row's content positions do not depend on the rest of its batch (right padding), so the
+    logits of any retain batch are the items' tensors concatenated in batch order.
+    """
+    if not items:
+        return None
+    device = next(model.parameters()).device
+    vocab = _causal_lm_vocab(model)
+    n_content = [int(encode(tok, [p], [p.answer or ""]).content_mask.sum()) for p in items]
+    if sum(n_content) * vocab * 4 > limit_bytes:
+        return None
+    out: list[torch.Tensor] = []
+    with base_view(model, reference) as ref_model:
+        for s in range(0, len(items), batch_size):
+            chunk = items[s: s + batch_size]
+            b = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
+            logits = logits_at(ref_model, b, b.content_mask).float()  # [n, vocab]
+            out += list(logits.split([int(c) for c in b.content_mask.sum(-1)]))
+    return out
+
+
+def _causal_lm_vocab(model: nn.Module) -> int:
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return lm.get_output_embeddings().weight.shape[0]
+
+
+def _retain_term(model: nn.Module, rb: Batch, objective: str, reference: nn.Module | None,
+                 base_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """(retain loss, its KL part) on a retain batch for objective kl | nll | kl+nll.
+
+    `base_logits` [n_content, vocab]: the base model's logits at the batch's content positions
+    if already known (else computed here).
+    """
     # One decoder pass serves both terms; logits only at the positions a term needs.
     wants_kl, wants_nll = "kl" in objective, "nll" in objective
     content_logits, target_logits = logits_at_each(
@@ -124,8 +165,9 @@ def _retain_term(model: nn.Module, rb: Batch, objective: str,
     loss = torch.zeros((), device=rb.input_ids.device)
     kl_value = 0.0
     if wants_kl:
-        with torch.no_grad(), base_view(model, reference) as ref_model:
-            base_logits = logits_at(ref_model, rb, rb.content_mask)  # [n, vocab]
+        if base_logits is None:
+            with torch.no_grad(), base_view(model, reference) as ref_model:
+                base_logits = logits_at(ref_model, rb, rb.content_mask)  # [n, vocab]
         kl = kl_base_model(content_logits, base_logits)
         kl_value = float(kl.detach())
         loss = loss + kl
@@ -179,6 +221,8 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                 b = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
                 ref_logp[s: s + len(chunk)] = target_logprobs(ref_model, b).cpu()
 
+    base_logits = (cached_base_logits(model, tok, retain, cfg.batch_size, reference)
+                   if "kl" in cfg.retain_objective else None)
     f_cycle = _Cycler(len(forget), cfg.batch_size, rng)
     r_cycle = _Cycler(len(retain), cfg.batch_size, rng) if retain else None
     result = TrainResult()
@@ -203,9 +247,13 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
             retain_loss = torch.zeros((), device=device)
             kl_value = 0.0
             if r_cycle is not None and cfg.retain_objective != "none":
-                r_items = [retain[i] for i in r_cycle.next()]
+                r_idx = r_cycle.next()
+                r_items = [retain[i] for i in r_idx]
                 rb = encode(tok, r_items, [p.answer or "" for p in r_items]).to(device)
-                retain_loss, kl_value = _retain_term(model, rb, cfg.retain_objective, reference)
+                known = (torch.cat([base_logits[i] for i in r_idx]).to(device)
+                         if base_logits is not None else None)
+                retain_loss, kl_value = _retain_term(model, rb, cfg.retain_objective, reference,
+                                                     known)
             loss = forget_loss + cfg.retain_weight * retain_loss
             if not math.isfinite(float(loss.detach())):
                 raise AgloraError(f"training diverged at step {step} (loss {float(loss)}); lower "
