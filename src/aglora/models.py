@@ -189,15 +189,26 @@ def fingerprint(model: nn.Module) -> dict:
 
 
 def weights_digest(model: nn.Module) -> str:
-    """sha256 over every base weight (adapter weights excluded): a cache key for base results."""
+    """sha256 over every base weight (adapter weights excluded): a cache key for base results.
+
+    Hashing copies every weight to the CPU (seconds on a 3B model), so the digest is kept on
+    the model with each weight's storage and in-place version counter, and recomputed only when
+    a weight has changed or been replaced.
+    """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = sorted(((n, p) for n, p in base.named_parameters() if "lora_" not in n),
+                    key=lambda kv: kv[0])
+    state = tuple((n, p.data_ptr(), p._version) for n, p in params)
+    memo = getattr(base, "_aglora_weights_digest", None)
+    if memo is not None and memo[0] == state:
+        return memo[1]
     h = hashlib.sha256()
-    for name, p in sorted(base.named_parameters(), key=lambda kv: kv[0]):
-        if "lora_" in name:
-            continue
+    for name, p in params:
         h.update(name.replace(".base_layer", "").encode())
         h.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    digest = h.hexdigest()
+    base._aglora_weights_digest = (state, digest)
+    return digest
 
 
 def check_fingerprint(expected: dict, model: nn.Module, where: str) -> None:
