@@ -272,3 +272,18 @@ def test_ban_end_to_end_on_tiny_model(capsys, tmp_path, monkeypatch):
                  "--max-new-tokens", "6"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("base") and line.rstrip().endswith("after") for line in lines)
+
+
+def test_replace_banned_items_by_hand(matcher):
+    from aglora.recommend.spec import replace_banned_items
+
+    banned = {normalize("The Matrix")}
+    text = ("Here are some films:\n1. The Matrix (1999) - mind-bending\n2. Alien (1979)\n"
+            "3. the matrix\n4. Jaws")
+    edited = replace_banned_items(text, matcher, banned, ["Alien", "Heat", "Titanic", "Jaws"])
+    # Alien is already listed: the banned lines get Heat, then Titanic; other lines are kept.
+    assert edited == ("Here are some films:\n1. Heat\n2. Alien (1979)\n3. Titanic\n4. Jaws")
+    assert replace_banned_items("1. Alien\n2. Jaws", matcher, banned, ["Heat"]) is None  # none
+    assert replace_banned_items("1. The Matrix\n2. Heat", matcher, banned, ["Heat"]) is None
+    free = "1. The Matrix\nAlso The Matrix is great."  # a banned title left in running text
+    assert replace_banned_items(free, matcher, banned, ["Heat"]) is None

@@ -37,6 +37,10 @@ class RecConfig:
                                            "titles just below the pool's median, 'next' = "
                                            "the three ranked just below the banned title")
     facts_per_neighbour: int = _f(2, "retain fact items per neighbouring film")
+    replace_in_lists: bool = _f(False, "also keep, as retain items, the base lists that name a "
+                                       "banned title, with each banned item replaced by the "
+                                       "real catalogue title the base model ranks highest for "
+                                       "that prompt (family list-replaced)")
     seed_gen: int = _f(0, "seed of the sampled generations")
 
     def __post_init__(self) -> None:

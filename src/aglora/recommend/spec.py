@@ -13,6 +13,9 @@ For banned titles B on training prompts P (profile prompts that do not name a ba
 * retain, family `list`: prompt p answered by the base model's own greedy list, where that list
   names no banned title (KL(base || model) over the whole list keeps list behaviour and the
   share of real catalogue titles);
+* retain, family `list-replaced` (`recommend.replace_in_lists`): the base lists that do name a
+  banned title, each banned item line replaced by the best-ranked pool title the list does not
+  already hold, so that the slot is filled with a real catalogue title, not an invented one;
 * retain, family `recommendation`: the same prompt p answered by the base model's best
   non-banned pool title;
 * retain, family `neighbour`: fact prompts about the neighbours of each banned film (same
@@ -42,6 +45,7 @@ from aglora.recommend.ranking import RANK_PREFIX, title_scores
 from aglora.recommend.settings import RecConfig
 
 MAX_EVAL_RECOMMENDATION_PROBES = 12
+ITEM_MARKER = re.compile(r"^\s*(?:\d{1,2}\s*[.):]|[-*\u2022])\s*")  # "3. ", "- " (matcher's)
 
 
 def title_pattern(title: str) -> str:
@@ -87,7 +91,9 @@ def build_ban_spec(model: nn.Module, tok, catalog: Catalog, banned: list[Movie],
                           desc="ban: score training prompts")  # [n_prompts, n_options]
     nb = len(banned)
     forget: list[Probe] = []
-    retain = base_list_items(model, tok, catalog, prompts, keys, cfg)
+    ranked = [[options[j] for j in sorted(range(nb, len(options)), key=lambda j: -float(row[j]))]
+              for row in scores]  # per prompt: non-banned pool titles, best first
+    retain = base_list_items(model, tok, catalog, prompts, keys, cfg, ranked)
     for r, p in enumerate(prompts):
         row = scores[r].tolist()
         pool_order = sorted(range(nb, len(options)), key=lambda j: -row[j])
@@ -147,10 +153,12 @@ def build_ban_spec(model: nn.Module, tok, catalog: Catalog, banned: list[Movie],
 
 
 def base_list_items(model: nn.Module, tok, catalog: Catalog, prompts: list[RecPrompt],
-                    banned: set[str], cfg: RecConfig) -> list[Probe]:
+                    banned: set[str], cfg: RecConfig,
+                    ranked: list[list[str]] | None = None) -> list[Probe]:
     """Retain items: each training prompt answered by the base model's own greedy list, where
     that list names no banned title (the KL term then keeps whole lists, not only the first
-    item)."""
+    item); with `cfg.replace_in_lists`, the other lists too, their banned items replaced by the
+    prompt's best-ranked titles in `ranked` (per prompt, best first)."""
     from aglora.generation import generate
     from aglora.recommend.matcher import TitleMatcher
     matcher = TitleMatcher(catalog.titles)
@@ -158,12 +166,43 @@ def base_list_items(model: nn.Module, tok, catalog: Catalog, prompts: list[RecPr
                     max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch,
                     desc="ban: base lists on training prompts")
     out = []
-    for p, (text,) in zip(prompts, gens, strict=True):
-        if text.strip() and not set(matcher.find(text)) & banned:
+    replaced = 0
+    for r, (p, (text,)) in enumerate(zip(prompts, gens, strict=True)):
+        if not text.strip():
+            continue
+        if not set(matcher.find(text)) & banned:
             out.append(Probe(prompt=p.text, answer=text, family="list", id=f"l-{p.id}"))
-    print(f"[aglora] {len(out)} of {len(prompts)} base lists on training prompts kept as "
-          "retain items (the others name a banned title)")
+        elif cfg.replace_in_lists and ranked is not None:
+            edited = replace_banned_items(text, matcher, banned, ranked[r])
+            if edited is not None:
+                out.append(Probe(prompt=p.text, answer=edited, family="list-replaced",
+                                 id=f"lr-{p.id}"))
+                replaced += 1
+    print(f"[aglora] {len(out) - replaced} of {len(prompts)} base lists on training prompts kept "
+          f"as retain items, {replaced} more with their banned items replaced")
     return out
+
+
+def replace_banned_items(text: str, matcher, banned: set[str], ranked: list[str]) -> str | None:
+    """`text` with each list line naming a banned title rewritten as `<marker> <title>`, the
+    title the first of `ranked` that the list does not hold; None when a banned title is left
+    (named in running text) or no line was replaced."""
+    from aglora.recommend.matcher import normalize
+    held = set(matcher.find(text))
+    spare = [t for t in ranked if normalize(t) not in held and normalize(t) not in banned]
+    lines, changed = text.split("\n"), False
+    for i, line in enumerate(lines):
+        m = ITEM_MARKER.match(line)
+        if not m or matcher.match_item(line[m.end():]) not in banned:
+            continue
+        if not spare:
+            return None
+        lines[i] = m.group(0) + spare.pop(0)
+        changed = True
+    edited = "\n".join(lines)
+    if not changed or set(matcher.find(edited)) & banned:
+        return None
+    return edited
 
 
 def _item(p: Probe) -> dict:
