@@ -139,3 +139,63 @@ def test_inverse_cdf_sampling_follows_the_tempered_distribution():
     a = sample(logits[:50], 1.0, torch.Generator().manual_seed(3))
     b = sample(logits[:50], 1.0, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+
+
+# ---- shared prefix in scoring and training forwards (aglora.forward) ----------------------
+
+def _batch(rows: list[list[int]]):
+    from aglora.text import Batch
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return Batch(ids, mask, mask.float(), mask.float())
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ([[1, 2, 3, 4], [1, 2, 3, 5, 6]], 3),
+    ([[1, 2, 3], [1, 2, 3, 4]], 2),    # every row keeps one token of its own
+    ([[1, 2, 3]], 0),                  # one row: nothing to share
+    ([[7, 2], [1, 2]], 0),
+])
+def test_shared_prefix_length(rows, expected):
+    from aglora.forward import shared_prefix_length
+    assert shared_prefix_length(_batch(rows)) == expected
+
+
+def test_shared_prefix_logits_and_lora_gradients_match_plain_path(tok):
+    from tiny import make_model
+
+    from aglora.config import LoraConfig
+    from aglora.forward import MIN_SHARED_PREFIX, logits_at, shared_prefix_length
+    from aglora.lora import attach_lora, trainable_parameters
+    from aglora.masks import NeuronMask
+    from aglora.text import encode
+
+    probes = [Probe(**r) for r in FORGET + RETAIN]
+    batch = encode(tok, probes, [p.answer for p in probes])
+    assert shared_prefix_length(batch) >= MIN_SHARED_PREFIX  # the shared path really runs
+    torch.manual_seed(0)
+    mask = NeuronMask(torch.ones(3, 48), [0, 1, 2])
+    pm = attach_lora(make_model(), mask, LoraConfig(rank=4))
+    for name, p in pm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    params = trainable_parameters(pm)
+    pm.train()
+    results = []
+    for share in (True, False):
+        logits = logits_at(pm, batch, batch.content_mask, share_prefix=share)  # [n, vocab]
+        loss = torch.log_softmax(logits, -1)[:, :7].sum()
+        grads = torch.autograd.grad(loss, params)
+        results.append((logits.detach(), grads))
+    (shared_logits, shared_grads), (plain_logits, plain_grads) = results
+    torch.testing.assert_close(shared_logits, plain_logits, atol=1e-5, rtol=1e-5)
+    assert any(float(g.abs().max()) > 0 for g in plain_grads)
+    for a, b in zip(shared_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # every real position, the shared prefix's own included
+        every = [logits_at(pm, batch, batch.attention_mask, share_prefix=s) for s in (True, False)]
+    torch.testing.assert_close(every[0], every[1], atol=1e-5, rtol=1e-5)

@@ -107,7 +107,7 @@ def score_options_reference(model: nn.Module, tok, probes: list[Probe]) -> list[
             continue
         options = [p.answer, *p.distractors]
         batch = encode(tok, [p] * len(options), options)
-        out.append(target_logprobs(model, batch).tolist())
+        out.append(target_logprobs(model, batch, share_prefix=False).tolist())
     return out
 
 
