@@ -199,3 +199,23 @@ def test_shared_prefix_logits_and_lora_gradients_match_plain_path(tok):
     with torch.no_grad():  # every real position, the shared prefix's own included
         every = [logits_at(pm, batch, batch.attention_mask, share_prefix=s) for s in (True, False)]
     torch.testing.assert_close(every[0], every[1], atol=1e-5, rtol=1e-5)
+
+
+def test_no_shared_prefix_under_gradient_checkpointing(tok, monkeypatch):
+    """Checkpointing turns the KV cache off in training, so the plain forward must be used."""
+    from tiny import make_model
+
+    import aglora.forward as forward_mod
+    from aglora.text import encode
+
+    def must_not_run(batch):
+        raise AssertionError("the shared-prefix path ran under gradient checkpointing")
+
+    probes = [Probe(**r) for r in FORGET + RETAIN]
+    batch = encode(tok, probes, [p.answer for p in probes])
+    decoder = make_model().get_decoder()
+    decoder.train()
+    decoder.gradient_checkpointing = True
+    monkeypatch.setattr(forward_mod, "shared_prefix_length", must_not_run)
+    hidden = forward_mod.decoder_hidden(decoder, batch)
+    assert hidden.shape[:2] == batch.input_ids.shape

@@ -44,7 +44,9 @@ def shared_prefix_length(batch: Batch) -> int:
 def decoder_hidden(decoder: nn.Module, batch: Batch, share_prefix: bool = True) -> torch.Tensor:
     """Last hidden states [batch, seq, d_model] of a right-padded batch (shared prefix once)."""
     n_rows, width = batch.input_ids.shape
-    shared = shared_prefix_length(batch) if share_prefix else 0
+    # Gradient checkpointing turns the cache off in training: the rows would lose the prefix.
+    checkpointing = decoder.training and getattr(decoder, "gradient_checkpointing", False)
+    shared = shared_prefix_length(batch) if share_prefix and not checkpointing else 0
     if shared < MIN_SHARED_PREFIX:
         return decoder(input_ids=batch.input_ids,
                        attention_mask=batch.attention_mask).last_hidden_state
