@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from tiny import make_model
 
+from aglora import bench_workers
 from aglora.bench import (
     base_values,
     bench_markdown,
@@ -159,3 +162,48 @@ def test_write_outputs_needs_cells(tmp_path, concept_path):
     cfg = load_bench_config(_bench_yaml(tmp_path, concept_path))
     with pytest.raises(AgloraError, match="no finished cell"):
         write_outputs(tmp_path, cfg, cfg.entries, 1, {})
+
+
+def test_claims_are_exclusive_and_cleared(tmp_path):
+    cell = tmp_path / "cells" / "ag_lora" / "seed0.json"
+    assert bench_workers.claim(cell)
+    assert not bench_workers.claim(cell)  # a second process finds it taken
+    assert bench_workers.claim(tmp_path / "cells" / "ag_lora" / "seed1.json")
+    bench_workers.clear_claims(tmp_path)
+    assert not list(tmp_path.glob("cells/*/*.claim"))
+    assert bench_workers.claim(cell)
+    assert bench_workers.threads_per_job(2, 2) == 1
+    assert bench_workers.threads_per_job(3, 2) == 1
+    assert bench_workers.threads_per_job(2, 16) == 8
+
+
+def test_a_failed_worker_is_an_error_naming_its_log(tmp_path):
+    argv = [sys.executable, "-c", "print('boom'); raise SystemExit(3)"]
+    workers = bench_workers.start_workers(argv, 1, 1, tmp_path)
+    with pytest.raises(AgloraError, match=r"exit status 3\); its log is .*worker-1.log"):
+        bench_workers.wait_workers(workers)
+    assert "boom" in (tmp_path / "logs" / "worker-1.log").read_text()
+
+
+def test_bench_with_two_jobs_runs_every_cell_once(tmp_path, concept_path, tok):
+    model_dir = tmp_path / "tiny-model"
+    make_model().save_pretrained(model_dir, safe_serialization=True)
+    tok.save_pretrained(model_dir)
+    path = _bench_yaml(tmp_path, concept_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["run"]["model"] = {"name_or_path": str(model_dir)}
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "bench"
+    logs: list[str] = []
+    result = run_bench(path, out, jobs=2, log=logs.append)
+    cells = sorted(p.relative_to(out).as_posix() for p in out.glob("cells/*/seed*.json"))
+    assert cells == ["cells/act_edit/seed0.json", "cells/ag_lora/seed0.json",
+                     "cells/ag_lora/seed1.json", "cells/random-k8/seed0.json",
+                     "cells/random-k8/seed1.json"]
+    assert len(result["cells"]) == 5 and result["shared"]["jobs"] == 2
+    worker_log = (out / "logs" / "worker-1.log").read_text()
+    ran_here = [m for m in logs if m.endswith(": running")]
+    ran_there = re.findall(r"seed \d: running", worker_log)
+    assert len(ran_here) + len(ran_there) == 5  # each cell once, by one of the two processes
+    assert not list(out.glob("cells/*/*.claim"))
+    assert "2 cells at a time" in (out / "bench.md").read_text()

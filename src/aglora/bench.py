@@ -1,6 +1,7 @@
 """`aglora bench`: every method on the same concept, probes and step budget, over several seeds.
 
     aglora bench src/aglora/data/configs/bench.yaml --out runs/bench [--methods a,b] [--seeds N]
+                 [--jobs N]
 
 Layout of the output directory:
 
@@ -11,8 +12,10 @@ Layout of the output directory:
     cells/<label>/seed<N>.json   one method x seed: metrics, cost (written atomically)
     cells/<label>/seed<N>/   its artifact (adapter or mask)
     bench.json, bench.md, tradeoff.png
+    logs/worker-K.log        with --jobs N: what each worker process printed
 
-Resumable: a cell whose JSON exists with the same settings is skipped. The evaluation is lighter
+Resumable: a cell whose JSON exists with the same settings is skipped. `--jobs N` runs N cells at
+once in worker processes (`aglora.bench_workers`). The evaluation is lighter
 than `aglora eval` so that all methods fit in the time budget: likelihood choice on every probe,
 greedy generation only (forget probes for leaks, neighbours for fluency and the collapse
 verdict), KL(base || after) on neighbours against the base model held in memory, and the
@@ -39,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from aglora import bench_workers
 from aglora.act_edit import ActEditConfig
 from aglora.concepts import ConceptSpec, Probe, load_concept, load_tofu
 from aglora.config import (
@@ -607,6 +611,15 @@ def machine_info() -> dict:
     return info
 
 
+def _session_note(shared: dict) -> str:
+    """' (this session: X min wall, N cells at a time)' when the bench ran cells in parallel."""
+    jobs = shared.get("jobs", 1)
+    if jobs <= 1 or "session_seconds" not in shared:
+        return ""
+    return (f" (this session: {shared['session_seconds'] / 60:.1f} min of wall time, "
+            f"{jobs} cells at a time)")
+
+
 def write_outputs(out: Path, cfg: BenchConfig, entries: list[MethodEntry], seeds: int,
                   shared: dict) -> dict:
     """Collect every finished cell of the selected entries into bench.json/bench.md/plot."""
@@ -625,7 +638,8 @@ def write_outputs(out: Path, cfg: BenchConfig, entries: list[MethodEntry], seeds
     run = cfg.settings.run
     header = (f"# Benchmark: concept `{run.concept}`, {len(summary)} settings, up to {seeds} "
               f"seeds, step budget {run.train.max_steps} (batch {run.train.batch_size}), "
-              f"{len(cells)} cells; sum of cell wall times {wall / 60:.1f} min, shared "
+              f"{len(cells)} cells; sum of cell wall times {wall / 60:.1f} min"
+              f"{_session_note(shared)}, shared "
               f"record+score {shared.get('record_seconds', float('nan')):.0f} s and base "
               f"evaluation {shared.get('base_eval_seconds', float('nan')):.0f} s")
     md = bench_markdown(summary, base, header)
@@ -649,11 +663,13 @@ def _seeds(entry: MethodEntry, seeds: int) -> list[int]:
 def run_bench(config: str | Path, out: Path, methods: str | None = None,
               seeds: int | None = None, overrides: list[str] | None = None,
               force: bool = False, log=print, model_tok: tuple | None = None,
-              report_only: bool = False) -> dict:
+              report_only: bool = False, jobs: int = 1, worker: bool = False) -> dict | None:
     """Run every unfinished cell, then write bench.json, bench.md and tradeoff.png.
 
     `model_tok` gives an already loaded (model, tokenizer) instead of `run.model` (tests).
     `report_only` runs nothing: it tabulates the finished cells of the selected methods.
+    `jobs` > 1 runs that many cells at once in worker processes (`aglora.bench_workers`);
+    `worker` marks such a process: it runs the cells it can claim and writes no tables.
     """
     import yaml
     cfg = load_bench_config(config, overrides)
@@ -661,6 +677,8 @@ def run_bench(config: str | Path, out: Path, methods: str | None = None,
     n_seeds = seeds if seeds is not None else cfg.settings.seeds
     if n_seeds < 1:
         raise AgloraError(f"--seeds {n_seeds}: need at least 1")
+    if jobs < 1:
+        raise AgloraError(f"--jobs {jobs}: need at least 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "bench_config.yaml",
@@ -682,15 +700,49 @@ def run_bench(config: str | Path, out: Path, methods: str | None = None,
     probes = bench_probes(concept, run)
     stats, scores, record_s = shared_scores(model, tok, concept, run, out, log)
     base_side, base_s = shared_base_side(model, tok, probes, cfg.settings, out, log)
-    shared = {"record_seconds": record_s, "base_eval_seconds": base_s, "n_probes": len(probes)}
+    shared = {"record_seconds": record_s, "base_eval_seconds": base_s, "n_probes": len(probes),
+              "jobs": jobs}
     # Seed-major order: an interrupted bench has every method at its first seeds.
     todo = sorted(((e, s) for e in entries for s in _seeds(e, n_seeds)),
                   key=lambda es: es[1])
+    workers: list[bench_workers.Worker] = []
+    if jobs > 1 and not worker:
+        threads = bench_workers.threads_per_job(jobs, torch.get_num_threads())
+        bench_workers.clear_claims(out)
+        argv = bench_workers.worker_argv(config, out, methods, seeds, overrides or [], force)
+        workers = bench_workers.start_workers(argv, jobs - 1, threads, out)
+        torch.set_num_threads(threads)
+        log(f"[bench] {jobs} cells at a time, {threads} thread(s) each; worker logs in "
+            f"{out / 'logs'}")
+    try:
+        _run_cells(todo, model, tok, concept, probes, base_side, stats, scores, cfg, out,
+                   force, claim=jobs > 1 or worker, log=log)
+        bench_workers.wait_workers(workers)
+    finally:
+        bench_workers.stop_workers(workers)
+    if worker:
+        return None
+    if jobs > 1:
+        bench_workers.clear_claims(out)
+    shared["session_seconds"] = time.time() - total_start
+    result = write_outputs(out, cfg, entries, n_seeds, shared)
+    log(f"[bench] wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'tradeoff.png'} "
+        f"({shared['session_seconds'] / 60:.1f} min this session)")
+    return result
+
+
+def _run_cells(todo: list, model: nn.Module, tok, concept: ConceptSpec, probes: list[Probe],
+               base_side, stats: dict, scores: dict, cfg: BenchConfig, out: Path, force: bool,
+               claim: bool, log=print) -> None:
+    """Run the unfinished cells of `todo` in order; with `claim`, only those no other process
+    has taken (`bench_workers.claim`)."""
     for n, (entry, seed) in enumerate(todo, 1):
         path = out / "cells" / entry.label / f"seed{seed}.json"
         key = cell_key(cfg, entry, seed)
         if path.is_file() and not force and read_json(path).get("key") == key:
             log(f"[bench] ({n}/{len(todo)}) {entry.label} seed {seed}: done before, skipped")
+            continue
+        if claim and not bench_workers.claim(path):
             continue
         log(f"[bench] ({n}/{len(todo)}) {entry.label} seed {seed}: running")
         start = time.time()
@@ -701,11 +753,6 @@ def run_bench(config: str | Path, out: Path, methods: str | None = None,
         log(f"[bench] ({n}/{len(todo)}) {entry.label} seed {seed}: {time.time() - start:.0f} s; "
             f"forget acc {v['forget_acc']:.2f}, neighbour acc {v['neighbor_acc']:.2f}, "
             f"KL {v['kl_neighbor']:.4f}, steps {v['steps']:.0f}")
-    shared["session_seconds"] = time.time() - total_start
-    result = write_outputs(out, cfg, entries, n_seeds, shared)
-    log(f"[bench] wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'tradeoff.png'} "
-        f"({shared['session_seconds'] / 60:.1f} min this session)")
-    return result
 
 
 def _cached_seconds(path: Path) -> float:

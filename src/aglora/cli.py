@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun finished cells")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing; tabulate the finished cells")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="cells run at once, in worker processes that share the CPU threads "
+                        "(default 1; 2 on a 2-core machine, see docs/benchmarks.md)")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
     p = sub.add_parser("eval", help="evaluate probe files on a model, with or without adapter")
     p.add_argument("run_dir", nargs="?", help="run directory: run its eval stage")
@@ -162,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bench":
             from aglora.bench import run_bench
             run_bench(args.config, Path(args.out), args.methods, args.seeds, args.overrides,
-                      args.force, report_only=args.report_only)
+                      args.force, report_only=args.report_only, jobs=args.jobs,
+                      worker=args.worker)
         elif args.command == "eval":
             cmd_eval(args)
         elif args.command == "controlled":
