@@ -94,6 +94,10 @@ class TrainConfig:
     retain_objective: str = _f("kl", "kl | nll | kl+nll | none")
     retain_weight: float = _f(10.0, "alpha: loss = forget + alpha * retain")
     npo_beta: float = _f(0.5, "NPO beta")
+    forget_skip_leading: list[str] = _f([], "leading words of a forget answer that NPO and "
+                                            "gradient ascent leave out of the pushed-down target "
+                                            "(e.g. [The]: push down 'Matrix' after 'The', not "
+                                            "the article that starts many other answers)")
     lr: float = _f(1e-3, "AdamW learning rate")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     batch_size: int = _f(8, "forget and retain sequences per step (each)")

@@ -41,7 +41,7 @@ from aglora.objectives import (
     nll_loss,
     npo_loss,
 )
-from aglora.text import Batch, chat_prefix_text, encode
+from aglora.text import Batch, chat_prefix_text, context_text, encode, join_target
 
 BASE_LOGITS_CACHE_BYTES = 1 << 30  # keep the retain items' base logits when they fit in 1 GiB
 
@@ -70,11 +70,36 @@ class _Cycler:
         return out
 
 
+def split_leading_words(answer: str, words: list[str]) -> tuple[str, str]:
+    """(leading words of `answer` found in `words`, the rest); at least one word stays.
+
+    split_leading_words("The Matrix", ["The", "A"]) == ("The", "Matrix").
+    """
+    head, rest = [], answer.split(" ")
+    while len(rest) > 1 and rest[0] in words:
+        head.append(rest.pop(0))
+    return " ".join(head), " ".join(rest)
+
+
+def answer_batch(tok, items: list[Probe], skip_leading: list[str]) -> Batch:
+    """Forget items with their answers as targets; leading words listed in `skip_leading` are
+    moved into the context, so they are seen but not part of the scored (pushed-down) target."""
+    if not skip_leading:
+        return encode(tok, items, [p.answer or "" for p in items])
+    contexts, targets = [], []
+    for p in items:
+        head, rest = split_leading_words(p.answer or "", skip_leading)
+        ctx = context_text(tok, p)
+        contexts.append(ctx + join_target(ctx, head) if head else ctx)
+        targets.append(rest)
+    return encode(tok, items, targets, contexts=contexts)
+
+
 def _forget_batch(tok, items: list[Probe], cfg: TrainConfig, refusals: list[str],
                   alternatives: list[str], rng: random.Random):
     """Encode forget items for the objective: the concept answer, or a replacement target."""
     if cfg.forget_objective in ("npo", "grad_ascent"):
-        return encode(tok, items, [p.answer or "" for p in items])
+        return answer_batch(tok, items, cfg.forget_skip_leading)
     if cfg.forget_objective == "refusal":
         contexts = [chat_prefix_text(tok, p.prompt) if p.format == "chat" else p.prompt
                     for p in items]
@@ -218,7 +243,7 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
         with torch.no_grad(), base_view(model, reference) as ref_model:
             for s in range(0, len(forget), cfg.batch_size):
                 chunk = forget[s: s + cfg.batch_size]
-                b = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
+                b = answer_batch(tok, chunk, cfg.forget_skip_leading).to(device)
                 ref_logp[s: s + len(chunk)] = target_logprobs(ref_model, b).cpu()
 
     base_logits = (cached_base_logits(model, tok, retain, cfg.batch_size, reference)
