@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tiny import make_model
 
@@ -207,3 +208,12 @@ def test_bench_with_two_jobs_runs_every_cell_once(tmp_path, concept_path, tok):
     assert len(ran_here) + len(ran_there) == 5  # each cell once, by one of the two processes
     assert not list(out.glob("cells/*/*.claim"))
     assert "2 cells at a time" in (out / "bench.md").read_text()
+
+
+def test_default_jobs():
+    default_jobs = bench_workers.default_jobs
+    assert default_jobs(torch.device("cpu"), 2) == 2
+    assert default_jobs(torch.device("cpu"), 16) == 2
+    assert default_jobs(torch.device("cpu"), 1) == 1
+    assert default_jobs(torch.device("cpu"), None) == 1
+    assert default_jobs(torch.device("cuda"), 16) == 1

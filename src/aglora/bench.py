@@ -740,7 +740,8 @@ def _run_cells(todo: list, model: nn.Module, tok, concept: ConceptSpec, probes: 
         path = out / "cells" / entry.label / f"seed{seed}.json"
         key = cell_key(cfg, entry, seed)
         if path.is_file() and not force and read_json(path).get("key") == key:
-            log(f"[bench] ({n}/{len(todo)}) {entry.label} seed {seed}: done before, skipped")
+            log(f"[bench] ({n}/{len(todo)}) {entry.label} seed {seed}: done"
+                f"{' (earlier or by another worker)' if claim else ' before'}, skipped")
             continue
         if claim and not bench_workers.claim(path):
             continue

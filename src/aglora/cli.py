@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -60,9 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun finished cells")
     p.add_argument("--report-only", action="store_true",
                    help="run nothing; tabulate the finished cells")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=int, default=None,
                    help="cells run at once, in worker processes that share the CPU threads "
-                        "(default 1; 2 on a 2-core machine, see docs/benchmarks.md)")
+                        "(default: 2 on a CPU with at least 2 cores, else 1; see "
+                        "docs/benchmarks.md)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
 
     p = sub.add_parser("eval", help="evaluate probe files on a model, with or without adapter")
@@ -164,9 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             cmd_run(args, str(DEMO_CONFIG))
         elif args.command == "bench":
-            from aglora.bench import run_bench
+            from aglora.bench import load_bench_config, run_bench
+            from aglora.bench_workers import default_jobs
+            from aglora.models import resolve_device
+            jobs = args.jobs
+            if jobs is None and not args.worker:
+                model_cfg = load_bench_config(args.config, args.overrides).settings.run.model
+                jobs = default_jobs(resolve_device(model_cfg.device), os.cpu_count())
             run_bench(args.config, Path(args.out), args.methods, args.seeds, args.overrides,
-                      args.force, report_only=args.report_only, jobs=args.jobs,
+                      args.force, report_only=args.report_only, jobs=jobs or 1,
                       worker=args.worker)
         elif args.command == "eval":
             cmd_eval(args)
