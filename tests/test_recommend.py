@@ -287,3 +287,29 @@ def test_replace_banned_items_by_hand(matcher):
     assert replace_banned_items("1. The Matrix\n2. Heat", matcher, banned, ["Heat"]) is None
     free = "1. The Matrix\nAlso The Matrix is great."  # a banned title left in running text
     assert replace_banned_items(free, matcher, banned, ["Heat"]) is None
+
+
+def test_protected_titles_and_items_by_hand(tmp_path):
+    from collections import Counter
+
+    from aglora.recommend.spec import protected_items, protected_titles
+
+    catalog = _small_catalog(tmp_path)
+    a, b, c, d = (m.title for m in catalog.movies[:4])
+    listed = Counter({normalize(a): 5, normalize(b): 2, normalize(c): 2, normalize(d): 7,
+                      "not in the catalogue": 9})
+    banned = {normalize(d)}
+    # most listed first, the banned title and unknown keys left out, ties in catalogue order
+    assert protected_titles(listed, catalog, banned, 2) == [a, b]
+    assert protected_titles(listed, catalog, banned, 10) == [a, b, c]
+    assert protected_titles(listed, catalog, banned, 0) == []
+    prompts = [RecPrompt(id=f"q{i}", text=f"prompt {i}", split="train", kind="genre")
+               for i in range(5)]
+    items = protected_items(prompts, [a, b])
+    assert [(p.prompt, p.answer) for p in items] == [
+        ("prompt 0", a), ("prompt 1", b), ("prompt 2", a), ("prompt 3", b), ("prompt 4", a)]
+    assert all(p.prefix == RANK_PREFIX and p.family == "protected" for p in items)
+    assert protected_items(prompts, []) == []
+    sequel = Counter({normalize("The Matrix Reloaded"): 3, normalize("The Matrix"): 4,
+                      normalize("Heat"): 1})
+    assert protected_titles(sequel, load_catalog(), {normalize("The Matrix")}, 5) == ["Heat"]

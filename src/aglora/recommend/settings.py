@@ -41,6 +41,9 @@ class RecConfig:
                                        "banned title, with each banned item replaced by the "
                                        "real catalogue title the base model ranks highest for "
                                        "that prompt (family list-replaced)")
+    protect_top: int = _f(0, "retain items (family protected) for the N titles the base "
+                             "model lists most often on the training prompts, one per prompt "
+                             "in turn as the list's first item")
     seed_gen: int = _f(0, "seed of the sampled generations")
 
     def __post_init__(self) -> None:
@@ -48,6 +51,8 @@ class RecConfig:
                      "gen_batch", "rank_chunk", "pool_size"):
             if getattr(self, name) < 1:
                 raise AgloraError(f"recommend.{name}={getattr(self, name)}: must be at least 1")
+        if self.protect_top < 0:
+            raise AgloraError(f"recommend.protect_top={self.protect_top}: must be 0 or more")
         if self.forget_distractors not in ("median", "next"):
             raise AgloraError(f"recommend.forget_distractors={self.forget_distractors!r}: use "
                               "median or next")

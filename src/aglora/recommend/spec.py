@@ -20,6 +20,9 @@ For banned titles B on training prompts P (profile prompts that do not name a ba
   non-banned pool title;
 * retain, family `neighbour`: fact prompts about the neighbours of each banned film (same
   director, shared cast, same genre and era), answered by their titles.
+* retain, family `protected` (`recommend.protect_top` = N > 0): the N titles the base model
+  lists most often on the training prompts (besides the banned ones), one per prompt in turn,
+  as the list's first item: the popular titles a ban otherwise drags down with it.
 
 Evaluation probes (written to `probes.jsonl`) use the held-apart prompts and fact templates only:
 forget/recommendation, forget/description, and neighbor/same-director|same-cast|same-genre.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -93,7 +97,8 @@ def build_ban_spec(model: nn.Module, tok, catalog: Catalog, banned: list[Movie],
     forget: list[Probe] = []
     ranked = [[options[j] for j in sorted(range(nb, len(options)), key=lambda j: -float(row[j]))]
               for row in scores]  # per prompt: non-banned pool titles, best first
-    retain = base_list_items(model, tok, catalog, prompts, keys, cfg, ranked)
+    retain, listed = base_list_items(model, tok, catalog, prompts, keys, cfg, ranked)
+    retain += protected_items(prompts, protected_titles(listed, catalog, keys, cfg.protect_top))
     for r, p in enumerate(prompts):
         row = scores[r].tolist()
         pool_order = sorted(range(nb, len(options)), key=lambda j: -row[j])
@@ -154,11 +159,12 @@ def build_ban_spec(model: nn.Module, tok, catalog: Catalog, banned: list[Movie],
 
 def base_list_items(model: nn.Module, tok, catalog: Catalog, prompts: list[RecPrompt],
                     banned: set[str], cfg: RecConfig,
-                    ranked: list[list[str]] | None = None) -> list[Probe]:
+                    ranked: list[list[str]] | None = None) -> tuple[list[Probe], Counter]:
     """Retain items: each training prompt answered by the base model's own greedy list, where
     that list names no banned title (the KL term then keeps whole lists, not only the first
     item); with `cfg.replace_in_lists`, the other lists too, their banned items replaced by the
-    prompt's best-ranked titles in `ranked` (per prompt, best first)."""
+    prompt's best-ranked titles in `ranked` (per prompt, best first). Also returns in how many
+    of these lists each catalogue title appears."""
     from aglora.generation import generate
     from aglora.recommend.matcher import TitleMatcher
     matcher = TitleMatcher(catalog.titles)
@@ -167,6 +173,7 @@ def base_list_items(model: nn.Module, tok, catalog: Catalog, prompts: list[RecPr
                     desc="ban: base lists on training prompts")
     out = []
     replaced = 0
+    listed = Counter(k for (text,) in gens for k in set(matcher.find(text)))
     for r, (p, (text,)) in enumerate(zip(prompts, gens, strict=True)):
         if not text.strip():
             continue
@@ -180,7 +187,28 @@ def base_list_items(model: nn.Module, tok, catalog: Catalog, prompts: list[RecPr
                 replaced += 1
     print(f"[aglora] {len(out) - replaced} of {len(prompts)} base lists on training prompts kept "
           f"as retain items, {replaced} more with their banned items replaced")
-    return out
+    return out, listed
+
+
+def protected_titles(listed: Counter, catalog: Catalog, banned: set[str], n: int) -> list[str]:
+    """The n catalogue titles the base model lists most often (ties: catalogue order), the
+    titles a ban most easily drags down with it. Left out: the banned titles and titles that
+    begin with one ("The Matrix Reloaded" for The Matrix), whose tokens the ban must lower."""
+    order = {m.key: i for i, m in enumerate(catalog.movies)}
+
+    def allowed(k: str) -> bool:
+        return k in order and not any(k == b or k.startswith(b + " ") for b in banned)
+    keys = sorted(filter(allowed, listed), key=lambda k: (-listed[k], order[k]))
+    return [catalog.get(k).title for k in keys[:n]]
+
+
+def protected_items(prompts: list[RecPrompt], titles: list[str]) -> list[Probe]:
+    """Retain items, family `protected`: training prompt r as the start of a list whose first
+    item is protected title r mod n (one item per prompt, so they do not crowd out the rest)."""
+    if not titles:
+        return []
+    return [Probe(prompt=p.text, prefix=RANK_PREFIX, answer=titles[r % len(titles)],
+                  family="protected", id=f"p-{p.id}") for r, p in enumerate(prompts)]
 
 
 def replace_banned_items(text: str, matcher, banned: set[str], ranked: list[str]) -> str | None:
