@@ -2,8 +2,10 @@
 
 `loss = forget_term + alpha * retain_term`. Forget terms take the model's summed log-probability
 of each forget answer (`logp`, [batch]) and, where they need it, the frozen base model's (`ref`),
-or a target NLL. Retain terms compare the model's logits with the base model's on retain
-sequences. All reductions are means over the batch (or over target tokens for KL/NLL).
+or a target NLL; `blocklist_kl` instead compares the model's next-token distribution at the
+answer's positions with the base model's minus the answer token. Retain terms compare the
+model's logits with the base model's on retain sequences. All reductions are means over the
+batch (or over target tokens for KL/NLL).
 """
 
 from __future__ import annotations
@@ -36,7 +38,26 @@ def kl_base_model(logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tens
     return (base_logp.exp() * (base_logp - logp)).sum(-1).mean()
 
 
-FORGET_OBJECTIVES = ("npo", "grad_ascent", "refusal", "alternative", "none")
+def blocked_distribution(base_logits: torch.Tensor, blocked_ids: torch.Tensor) -> torch.Tensor:
+    """The base model's next-token distribution with the blocked token of each position taken
+    out and the rest renormalised: what a decode-time blocklist samples from.
+
+    base_logits [n_positions, vocab], blocked_ids [n_positions] -> [n_positions, vocab].
+    """
+    p = torch.softmax(base_logits.float(), -1)
+    p = p.scatter(-1, blocked_ids[:, None], 0.0)
+    return p / p.sum(-1, keepdim=True)
+
+
+def blocklist_kl_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """KL(target || model) per position, averaged; the blocked tokens have target 0 (0 log 0 =
+    0), so the model is pulled to the blocklist's distribution: the answer token loses its mass,
+    every other token keeps its base share. logits, target [n_positions, vocab]."""
+    logq = torch.log_softmax(logits.float(), -1)
+    return (torch.xlogy(target, target) - target * logq).sum(-1).mean()
+
+
+FORGET_OBJECTIVES = ("npo", "grad_ascent", "blocklist_kl", "refusal", "alternative", "none")
 RETAIN_OBJECTIVES = ("kl", "nll", "kl+nll", "none")
 
 

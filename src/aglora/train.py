@@ -29,12 +29,15 @@ from aglora.errors import AgloraError
 from aglora.forward import (
     logits_at,
     logits_at_each,
+    next_token_ids,
     target_logprobs,
     target_logprobs_from_logits,
 )
 from aglora.likelihood import choice_summary, score_options
 from aglora.lora import adapter_disabled, trainable_parameters
 from aglora.objectives import (
+    blocked_distribution,
+    blocklist_kl_loss,
     check_objectives,
     grad_ascent_loss,
     kl_base_model,
@@ -44,6 +47,7 @@ from aglora.objectives import (
 from aglora.text import Batch, chat_prefix_text, context_text, encode, join_target
 
 BASE_LOGITS_CACHE_BYTES = 1 << 30  # keep the retain items' base logits when they fit in 1 GiB
+ANSWER_OBJECTIVES = ("npo", "grad_ascent", "blocklist_kl")  # forget terms on the concept answer
 
 
 @dataclass
@@ -98,7 +102,7 @@ def answer_batch(tok, items: list[Probe], skip_leading: list[str]) -> Batch:
 def _forget_batch(tok, items: list[Probe], cfg: TrainConfig, refusals: list[str],
                   alternatives: list[str], rng: random.Random):
     """Encode forget items for the objective: the concept answer, or a replacement target."""
-    if cfg.forget_objective in ("npo", "grad_ascent"):
+    if cfg.forget_objective in ANSWER_OBJECTIVES:
         return answer_batch(tok, items, cfg.forget_skip_leading)
     if cfg.forget_objective == "refusal":
         contexts = [chat_prefix_text(tok, p.prompt) if p.format == "chat" else p.prompt
@@ -170,6 +174,24 @@ def cached_base_logits(model: nn.Module, tok, items: list[Probe], batch_size: in
     return out
 
 
+@torch.no_grad()
+def blocked_targets(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
+                    reference: nn.Module | None) -> list[torch.Tensor]:
+    """Per forget item, the blocklist's distribution at its answer tokens [n_answer_i, vocab]:
+    the base model's next-token distribution with the answer token removed (objective
+    blocklist_kl). Kept on the CPU: one float per vocabulary entry and answer token."""
+    device = next(model.parameters()).device
+    out: list[torch.Tensor] = []
+    with base_view(model, reference) as ref_model:
+        for s in range(0, len(items), cfg.batch_size):
+            b = answer_batch(tok, items[s: s + cfg.batch_size], cfg.forget_skip_leading)
+            b = b.to(device)
+            logits = logits_at(ref_model, b, b.target_mask)  # [n, vocab]
+            target = blocked_distribution(logits, next_token_ids(b, b.target_mask)).cpu()
+            out += list(target.split([int(c) for c in b.target_mask.sum(-1)]))
+    return out
+
+
 def _causal_lm_vocab(model: nn.Module) -> int:
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     return lm.get_output_embeddings().weight.shape[0]
@@ -224,7 +246,7 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     check_objectives(cfg.forget_objective, cfg.retain_objective)
     if not forget:
         raise AgloraError("the forget set is empty; nothing to unlearn")
-    if cfg.forget_objective in ("npo", "grad_ascent") and any(not p.answer for p in forget):
+    if cfg.forget_objective in ANSWER_OBJECTIVES and any(not p.answer for p in forget):
         raise AgloraError(f"forget_objective={cfg.forget_objective} needs an 'answer' on every "
                           "forget item")
     params = trainable_parameters(model) if params is None else params
@@ -246,6 +268,8 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                 b = answer_batch(tok, chunk, cfg.forget_skip_leading).to(device)
                 ref_logp[s: s + len(chunk)] = target_logprobs(ref_model, b).cpu()
 
+    blocked = (blocked_targets(model, tok, forget, cfg, reference)
+               if cfg.forget_objective == "blocklist_kl" else [])
     base_logits = (cached_base_logits(model, tok, retain, cfg.batch_size, reference)
                    if "kl" in cfg.retain_objective else None)
     f_cycle = _Cycler(len(forget), cfg.batch_size, rng)
@@ -259,9 +283,16 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
             f_items = [forget[i] for i in f_idx]
             fb = _forget_batch(tok, f_items, cfg, refusals or [], alternatives or [], rng)
             fb = fb.to(device)
-            logp = target_logprobs(model, fb)  # [batch]
-            n_tok = fb.target_mask.sum(-1)
-            if cfg.forget_objective == "npo":
+            if cfg.forget_objective == "blocklist_kl":
+                logits = logits_at(model, fb, fb.target_mask)  # [n_answer_tokens, vocab]
+                target = torch.cat([blocked[i] for i in f_idx]).to(device)
+                logp = n_tok = None
+            else:
+                logp = target_logprobs(model, fb)  # [batch]
+                n_tok = fb.target_mask.sum(-1)
+            if cfg.forget_objective == "blocklist_kl":
+                forget_loss = blocklist_kl_loss(logits, target)
+            elif cfg.forget_objective == "npo":
                 forget_loss = npo_loss(logp, ref_logp[f_idx].to(device), cfg.npo_beta)
             elif cfg.forget_objective == "grad_ascent":
                 forget_loss = grad_ascent_loss(logp, n_tok)
