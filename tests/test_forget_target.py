@@ -63,40 +63,46 @@ def test_blocked_distribution_by_hand():
     torch.testing.assert_close(target, torch.tensor([[0.0, 0.5, 0.5], [0.25, 0.0, 0.75]]))
 
 
-def test_blocklist_kl_is_zero_at_the_blocklist_and_positive_elsewhere():
-    from aglora.objectives import blocked_distribution, blocklist_kl_loss
-    target = blocked_distribution(torch.log(torch.tensor([[0.5, 0.25, 0.25]])),
-                                  torch.tensor([0]))
-    # a model that already gives the blocked token (almost) nothing: loss ~ 0
-    at_target = torch.log(torch.tensor([[1e-12, 0.5, 0.5]]))
-    assert float(blocklist_kl_loss(at_target, target)) == pytest.approx(0.0, abs=1e-6)
-    # the base model itself: KL = sum_i t_i log(t_i / p_i) = log 2 for this case
-    base = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
-    assert float(blocklist_kl_loss(base, target)) == pytest.approx(math.log(2), abs=1e-6)
+def test_others_kl_ignores_the_answer_logit_and_is_zero_at_the_base():
+    from aglora.objectives import blocked_distribution, others_kl_loss
+    base = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]))
+    answer = torch.tensor([0, 1])
+    target = blocked_distribution(base, answer)
+    assert float(others_kl_loss(base, answer, target)) == pytest.approx(0.0, abs=1e-6)
+    lowered = base.clone()
+    lowered[0, 0] -= 7.0  # only the answers' logits move
+    lowered[1, 1] += 3.0
+    assert float(others_kl_loss(lowered, answer, target)) == pytest.approx(0.0, abs=1e-6)
+    # another token moves: row 0's others become (0.2, 0.8) against (0.5, 0.5)
+    shifted = torch.log(torch.tensor([[0.5, 0.1, 0.4], [0.1, 0.6, 0.3]]))
+    expected = (0.5 * math.log(0.5 / 0.2) + 0.5 * math.log(0.5 / 0.8)) / 2
+    assert float(others_kl_loss(shifted, answer, target)) == pytest.approx(expected, abs=1e-6)
 
 
-def test_blocklist_kl_training_starts_at_its_closed_form_and_lowers_the_answer(tok):
-    """At the base model, KL(blocked || base) = -log(1 - p_answer) per answer token (exact);
-    training on it (no retain term) lowers the answer tokens' probability and the loss."""
+def test_others_kl_term_in_training(tok):
+    """Step 1 scores the base model, where the term is 0: the logged forget loss is NPO's
+    log 4 (= -(2/beta) log sigmoid(0) at beta 1); with the term, other tokens at the answer
+    positions move less than without it."""
     from aglora.config import LoraConfig
     from aglora.forward import logits_at, next_token_ids
     from aglora.lora import attach_lora
+    from aglora.objectives import blocked_distribution, others_kl_loss
     from aglora.train import train
-    model = make_model(seed=1)
     forget = [Probe(prompt="Tell me a fact.", prefix="Fact:", answer="The capital of France")]
-    pm = attach_lora(model, None, LoraConfig(rank=4, masked=False))
-    skipped = answer_batch(tok, forget, ["The"])
-    with torch.no_grad():
-        before = float(target_logprobs(pm, skipped))
-        probs = torch.softmax(logits_at(pm, skipped, skipped.target_mask), -1)  # [n, vocab]
-        p_answer = probs.gather(-1, next_token_ids(skipped, skipped.target_mask)[:, None])[:, 0]
-    closed_form = float((-torch.log1p(-p_answer)).mean())
-    cfg = TrainConfig(forget_objective="blocklist_kl", forget_skip_leading=["The"], lr=5e-2,
-                      max_steps=8, min_steps=8, batch_size=1, check_every=10**6)
-    result = train(pm, tok, forget, [], cfg, log=lambda *_: None)
-    losses = [row["forget_loss"] for row in result.history]
-    assert losses[0] == pytest.approx(closed_form, rel=1e-4)  # step 1 scores the base model
-    with torch.no_grad():
-        after = float(target_logprobs(pm, skipped))
-    assert after < before
-    assert losses[-1] < losses[0]
+    batch = answer_batch(tok, forget, ["The"])
+    drift = {}
+    for weight in (0.0, 10.0):
+        model = make_model(seed=1)
+        pm = attach_lora(model, None, LoraConfig(rank=4, masked=False))
+        answer = next_token_ids(batch, batch.target_mask)
+        with torch.no_grad():
+            target = blocked_distribution(logits_at(pm, batch, batch.target_mask), answer)
+        cfg = TrainConfig(forget_objective="npo", npo_beta=1.0, forget_others_kl=weight,
+                          forget_skip_leading=["The"], lr=5e-2, max_steps=6, min_steps=6,
+                          batch_size=1, check_every=10**6)
+        result = train(pm, tok, forget, [], cfg, log=lambda *_: None)
+        assert result.history[0]["forget_loss"] == pytest.approx(2 * math.log(2), rel=1e-5)
+        with torch.no_grad():
+            drift[weight] = float(others_kl_loss(logits_at(pm, batch, batch.target_mask),
+                                                 answer, target))
+    assert drift[10.0] < drift[0.0]

@@ -90,16 +90,16 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    forget_objective: str = _f("npo", "npo | grad_ascent | blocklist_kl | refusal | alternative "
-                                      "| none (blocklist_kl: pull the model's next-token "
-                                      "distribution at the answer's tokens to the base model's "
-                                      "with the answer token removed)")
+    forget_objective: str = _f("npo", "npo | grad_ascent | refusal | alternative | none")
     retain_objective: str = _f("kl", "kl | nll | kl+nll | none")
     retain_weight: float = _f(10.0, "alpha: loss = forget + alpha * retain")
     npo_beta: float = _f(0.5, "NPO beta")
-    forget_skip_leading: list[str] = _f([], "leading words of a forget answer that NPO, "
-                                            "gradient ascent and blocklist_kl leave out of the "
-                                            "pushed-down target "
+    forget_others_kl: float = _f(0.0, "weight of a term that keeps, at the forget answer's "
+                                      "tokens, the base model's distribution over all other "
+                                      "tokens (npo / grad_ascent): the answer is lowered without "
+                                      "moving what else the model would say there")
+    forget_skip_leading: list[str] = _f([], "leading words of a forget answer that NPO and "
+                                            "gradient ascent leave out of the pushed-down target "
                                             "(e.g. [The]: push down 'Matrix' after 'The', not "
                                             "the article that starts many other answers)")
     lr: float = _f(1e-3, "AdamW learning rate")

@@ -2,10 +2,9 @@
 
 `loss = forget_term + alpha * retain_term`. Forget terms take the model's summed log-probability
 of each forget answer (`logp`, [batch]) and, where they need it, the frozen base model's (`ref`),
-or a target NLL; `blocklist_kl` instead compares the model's next-token distribution at the
-answer's positions with the base model's minus the answer token. Retain terms compare the
-model's logits with the base model's on retain sequences. All reductions are means over the
-batch (or over target tokens for KL/NLL).
+or a target NLL; `others_kl` keeps, at the answer's tokens, the base model's distribution over
+every other token. Retain terms compare the model's logits with the base model's on retain
+sequences. All reductions are means over the batch (or over target tokens for KL/NLL).
 """
 
 from __future__ import annotations
@@ -49,15 +48,21 @@ def blocked_distribution(base_logits: torch.Tensor, blocked_ids: torch.Tensor) -
     return p / p.sum(-1, keepdim=True)
 
 
-def blocklist_kl_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """KL(target || model) per position, averaged; the blocked tokens have target 0 (0 log 0 =
-    0), so the model is pulled to the blocklist's distribution: the answer token loses its mass,
-    every other token keeps its base share. logits, target [n_positions, vocab]."""
-    logq = torch.log_softmax(logits.float(), -1)
+def others_kl_loss(logits: torch.Tensor, answer_ids: torch.Tensor,
+                   target: torch.Tensor) -> torch.Tensor:
+    """KL(target || model without the answer token), averaged over positions.
+
+    Both distributions leave out each position's answer token and are renormalised, so the term
+    does not depend on the answer's own logit: it keeps what else the model would say there
+    (the base model's `target`, from `blocked_distribution`) while a forget term lowers the
+    answer. logits, target [n_positions, vocab]; answer_ids [n_positions].
+    """
+    masked = logits.float().scatter(-1, answer_ids[:, None], -1e9)
+    logq = torch.log_softmax(masked, -1)
     return (torch.xlogy(target, target) - target * logq).sum(-1).mean()
 
 
-FORGET_OBJECTIVES = ("npo", "grad_ascent", "blocklist_kl", "refusal", "alternative", "none")
+FORGET_OBJECTIVES = ("npo", "grad_ascent", "refusal", "alternative", "none")
 RETAIN_OBJECTIVES = ("kl", "nll", "kl+nll", "none")
 
 

@@ -37,17 +37,17 @@ from aglora.likelihood import choice_summary, score_options
 from aglora.lora import adapter_disabled, trainable_parameters
 from aglora.objectives import (
     blocked_distribution,
-    blocklist_kl_loss,
     check_objectives,
     grad_ascent_loss,
     kl_base_model,
     nll_loss,
     npo_loss,
+    others_kl_loss,
 )
 from aglora.text import Batch, chat_prefix_text, context_text, encode, join_target
 
 BASE_LOGITS_CACHE_BYTES = 1 << 30  # keep the retain items' base logits when they fit in 1 GiB
-ANSWER_OBJECTIVES = ("npo", "grad_ascent", "blocklist_kl")  # forget terms on the concept answer
+ANSWER_OBJECTIVES = ("npo", "grad_ascent")  # forget terms on the concept answer
 
 
 @dataclass
@@ -177,9 +177,9 @@ def cached_base_logits(model: nn.Module, tok, items: list[Probe], batch_size: in
 @torch.no_grad()
 def blocked_targets(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
                     reference: nn.Module | None) -> list[torch.Tensor]:
-    """Per forget item, the blocklist's distribution at its answer tokens [n_answer_i, vocab]:
-    the base model's next-token distribution with the answer token removed (objective
-    blocklist_kl). Kept on the CPU: one float per vocabulary entry and answer token."""
+    """Per forget item, the base model's next-token distribution at its answer tokens with the
+    answer token removed [n_answer_i, vocab] (the `forget_others_kl` term's target). Kept on
+    the CPU: one float per vocabulary entry and answer token."""
     device = next(model.parameters()).device
     out: list[torch.Tensor] = []
     with base_view(model, reference) as ref_model:
@@ -268,8 +268,8 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                 b = answer_batch(tok, chunk, cfg.forget_skip_leading).to(device)
                 ref_logp[s: s + len(chunk)] = target_logprobs(ref_model, b).cpu()
 
-    blocked = (blocked_targets(model, tok, forget, cfg, reference)
-               if cfg.forget_objective == "blocklist_kl" else [])
+    others = cfg.forget_others_kl > 0 and cfg.forget_objective in ANSWER_OBJECTIVES
+    blocked = blocked_targets(model, tok, forget, cfg, reference) if others else []
     base_logits = (cached_base_logits(model, tok, retain, cfg.batch_size, reference)
                    if "kl" in cfg.retain_objective else None)
     f_cycle = _Cycler(len(forget), cfg.batch_size, rng)
@@ -283,16 +283,10 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
             f_items = [forget[i] for i in f_idx]
             fb = _forget_batch(tok, f_items, cfg, refusals or [], alternatives or [], rng)
             fb = fb.to(device)
-            if cfg.forget_objective == "blocklist_kl":
-                logits = logits_at(model, fb, fb.target_mask)  # [n_answer_tokens, vocab]
-                target = torch.cat([blocked[i] for i in f_idx]).to(device)
-                logp = n_tok = None
-            else:
-                logp = target_logprobs(model, fb)  # [batch]
-                n_tok = fb.target_mask.sum(-1)
-            if cfg.forget_objective == "blocklist_kl":
-                forget_loss = blocklist_kl_loss(logits, target)
-            elif cfg.forget_objective == "npo":
+            answer_logits = logits_at(model, fb, fb.target_mask)  # [n_target_tokens, vocab]
+            logp = target_logprobs_from_logits(answer_logits, fb)  # [batch]
+            n_tok = fb.target_mask.sum(-1)
+            if cfg.forget_objective == "npo":
                 forget_loss = npo_loss(logp, ref_logp[f_idx].to(device), cfg.npo_beta)
             elif cfg.forget_objective == "grad_ascent":
                 forget_loss = grad_ascent_loss(logp, n_tok)
@@ -300,6 +294,10 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                 forget_loss = nll_loss(logp, n_tok)
             else:
                 forget_loss = torch.zeros((), device=device)
+            if others:
+                target = torch.cat([blocked[i] for i in f_idx]).to(device)
+                forget_loss = forget_loss + cfg.forget_others_kl * others_kl_loss(
+                    answer_logits, next_token_ids(fb, fb.target_mask), target)
             retain_loss = torch.zeros((), device=device)
             kl_value = 0.0
             if r_cycle is not None and cfg.retain_objective != "none":
