@@ -106,3 +106,20 @@ def test_others_kl_term_in_training(tok):
             drift[weight] = float(others_kl_loss(logits_at(pm, batch, batch.target_mask),
                                                  answer, target))
     assert drift[10.0] < drift[0.0]
+
+
+def test_stop_each_answer_needs_every_answer_at_the_goal(monkeypatch):
+    """Overall accuracy 0.25 (at chance) but answer B still at 0.5: the averaged rule stops,
+    the per-answer rule does not; once B is at chance too, both stop."""
+    import aglora.train as train_mod
+    items = [Probe(prompt=f"q{i}", answer=a, distractors=["x", "y", "z"])
+             for i, a in enumerate(["A", "A", "A", "A", "B", "B"])]
+    wrong, right = [-2.0, -1.0, -3.0, -3.0], [-1.0, -2.0, -3.0, -3.0]  # answer score first
+    rows = [wrong, wrong, wrong, wrong, right, wrong]  # A 0/4, B 1/2: overall 1/6
+    monkeypatch.setattr(train_mod, "score_options", lambda *a, **k: rows)
+    averaged = TrainConfig(stop_margin=10.0)
+    per_answer = TrainConfig(stop_margin=10.0, stop_each_answer=True)
+    assert train_mod.forget_goal_met(None, None, items, averaged, 0.25)[0]
+    assert not train_mod.forget_goal_met(None, None, items, per_answer, 0.25)[0]
+    rows[4] = wrong
+    assert train_mod.forget_goal_met(None, None, items, per_answer, 0.25)[0]

@@ -111,6 +111,8 @@ class TrainConfig:
                                            "forget items is <= this (default: chance)")
     stop_margin: float = _f(0.0, "...and their mean margin (answer - best distractor, nats) "
                                  "<= this")
+    stop_each_answer: bool = _f(False, "early stopping needs every answer's forget items at "
+                                       "the goal on their own, not only all items on average")
     check_every: int = _f(1, "steps between early-stopping checks")
     seed: int = _f(0, "seed for batching and initialisation")
 

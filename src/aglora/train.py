@@ -141,10 +141,21 @@ def unfrozen(model: nn.Module, params: list[nn.Parameter]) -> Iterator[None]:
 
 def forget_goal_met(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
                     chance: float) -> tuple[bool, float, float]:
+    """(goal met, accuracy, mean margin) of likelihood choice on the forget items; with
+    `cfg.stop_each_answer` the goal must hold for each answer's items on its own too (a ban of
+    several titles stops only when every title is at chance, not when they are on average)."""
     scores = score_options(model, tok, items, batch_size=64)
     acc, marg = choice_summary(scores)
     goal = cfg.stop_accuracy if cfg.stop_accuracy is not None else chance
-    return (acc <= goal and marg <= cfg.stop_margin), acc, marg
+    met = acc <= goal and marg <= cfg.stop_margin
+    if cfg.stop_each_answer:
+        groups: dict[str, list[list[float]]] = {}
+        for item, row in zip(items, scores, strict=True):
+            groups.setdefault(item.answer or "", []).append(row)
+        for rows in groups.values():
+            g_acc, g_marg = choice_summary(rows)
+            met = met and g_acc <= goal and g_marg <= cfg.stop_margin
+    return met, acc, marg
 
 
 @torch.no_grad()
