@@ -2,9 +2,8 @@
 
 One process at 2 threads does not keep 2 CPU cores busy: the Python between kernels, small
 matrices and memory-bound element-wise work leave them idle part of the time. N processes at
-cores/N threads each run N cells at once instead: on the 2-core reference machine the 19-cell
-bench took 37 min with 2 jobs against 78 min with 1 (docs/benchmarks.md). The CLI's default is 2
-jobs on a CPU with at least 2 cores (`default_jobs`), 1 on a GPU.
+cores/N threads each run N cells at once instead (measured in docs/benchmarks.md). The CLI's
+default is 2 jobs on a CPU with at least 2 cores (`default_jobs`), 1 on a GPU.
 
 The parent process computes the shared steps (record + score, the base side) first, so every
 worker reads them from `out/shared/`. Then it starts N-1 worker processes (`aglora bench ...
@@ -49,9 +48,9 @@ def clear_claims(out: Path) -> None:
 
 
 def default_jobs(device: torch.device, cores: int | None) -> int:
-    """Cells at a time when `--jobs` is not given: 2 on a CPU with at least 2 cores (measured
-    1.9x faster than 1 on the 2-core reference machine, docs/benchmarks.md), else 1 (one GPU
-    runs one cell at a time)."""
+    """Cells at a time when `--jobs` is not given: 2 on a CPU with at least 2 cores (faster
+    than 1 on the 2-core reference machine, docs/benchmarks.md), else 1 (one GPU runs one cell
+    at a time)."""
     return 2 if device.type == "cpu" and (cores or 1) >= 2 else 1
 
 
