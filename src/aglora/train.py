@@ -30,7 +30,6 @@ from aglora.forward import (
     logits_at,
     logits_at_each,
     next_token_ids,
-    target_logprobs,
     target_logprobs_from_logits,
 )
 from aglora.likelihood import choice_summary, score_options
@@ -186,21 +185,28 @@ def cached_base_logits(model: nn.Module, tok, items: list[Probe], batch_size: in
 
 
 @torch.no_grad()
-def blocked_targets(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
-                    reference: nn.Module | None) -> list[torch.Tensor]:
-    """Per forget item, the base model's next-token distribution at its answer tokens with the
-    answer token removed [n_answer_i, vocab] (the `forget_others_kl` term's target). Kept on
-    the CPU: one float per vocabulary entry and answer token."""
+def base_answer_side(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
+                     reference: nn.Module | None, want_logp: bool, want_blocked: bool
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The base model on the forget answers, in one pass over them: the summed answer
+    log-probability per item (NPO's reference, [n_items]; zeros unless `want_logp`) and, if
+    `want_blocked`, per item the next-token distribution at its answer tokens with the answer
+    token removed ([n_answer_i, vocab], the `forget_others_kl` term's target; kept on the CPU)."""
+    ref_logp = torch.zeros(len(items))
+    blocked: list[torch.Tensor] = []
+    if not (want_logp or want_blocked):
+        return ref_logp, blocked
     device = next(model.parameters()).device
-    out: list[torch.Tensor] = []
     with base_view(model, reference) as ref_model:
         for s in range(0, len(items), cfg.batch_size):
-            b = answer_batch(tok, items[s: s + cfg.batch_size], cfg.forget_skip_leading)
-            b = b.to(device)
-            logits = logits_at(ref_model, b, b.target_mask)  # [n, vocab]
-            target = blocked_distribution(logits, next_token_ids(b, b.target_mask)).cpu()
-            out += list(target.split([int(c) for c in b.target_mask.sum(-1)]))
-    return out
+            chunk = items[s: s + cfg.batch_size]
+            b = answer_batch(tok, chunk, cfg.forget_skip_leading).to(device)
+            logits = logits_at(ref_model, b, b.target_mask)  # [n_answer_tokens, vocab]
+            ref_logp[s: s + len(chunk)] = target_logprobs_from_logits(logits, b).cpu()
+            if want_blocked:
+                target = blocked_distribution(logits, next_token_ids(b, b.target_mask)).cpu()
+                blocked += list(target.split([int(c) for c in b.target_mask.sum(-1)]))
+    return ref_logp, blocked
 
 
 def _causal_lm_vocab(model: nn.Module) -> int:
@@ -271,16 +277,9 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     chance = (sum(1 / (1 + len(p.distractors)) for p in choice_items) / len(choice_items)
               if choice_items else 0.0)
 
-    ref_logp = torch.zeros(len(forget))
-    if cfg.forget_objective == "npo":
-        with torch.no_grad(), base_view(model, reference) as ref_model:
-            for s in range(0, len(forget), cfg.batch_size):
-                chunk = forget[s: s + cfg.batch_size]
-                b = answer_batch(tok, chunk, cfg.forget_skip_leading).to(device)
-                ref_logp[s: s + len(chunk)] = target_logprobs(ref_model, b).cpu()
-
     others = cfg.forget_others_kl > 0 and cfg.forget_objective in ANSWER_OBJECTIVES
-    blocked = blocked_targets(model, tok, forget, cfg, reference) if others else []
+    ref_logp, blocked = base_answer_side(model, tok, forget, cfg, reference,
+                                         cfg.forget_objective == "npo", others)
     base_logits = (cached_base_logits(model, tok, retain, cfg.batch_size, reference)
                    if "kl" in cfg.retain_objective else None)
     f_cycle = _Cycler(len(forget), cfg.batch_size, rng)
