@@ -30,6 +30,7 @@ from aglora.likelihood import choice_correct, margin, score_options_with_lengths
 from aglora.lora import adapter_disabled, merged_copy
 from aglora.models import cache_dir, weights_digest
 from aglora.objectives import kl_base_model
+from aglora.parallel import run_pair
 from aglora.text import encode
 
 COLLAPSE_DISTINCT_RATIO = 0.6   # distinct-2 after below this share of base -> degenerate
@@ -47,30 +48,41 @@ class SideResult:
 
 
 def measure(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig, gen_mask: list[bool],
-            label: str) -> SideResult:
-    scores, lengths = score_options_with_lengths(model, tok, probes, cfg.batch_size,
-                                                 progress=f"likelihood ({label})")
-    generations: list[list[str]] = [[] for _ in probes]
-    for sampled in (True, False):
-        idx = [i for i, g in enumerate(gen_mask)
-               if g and (probes[i].split in cfg.sample_splits) == sampled]
-        if not idx:
-            continue
-        gens = generate(model, tok, [probes[i] for i in idx], cfg.n_samples if sampled else 0,
-                        cfg.temperature, cfg.max_new_tokens, cfg.seed,
-                        cfg.generate_batch_size or cfg.batch_size,
-                        desc=f"generate ({label}{'' if sampled else ', greedy'})")
-        for i, g in zip(idx, gens, strict=True):
-            generations[i] = g
-    return SideResult(scores, lengths, generations)
+            label: str, parallel: bool = False) -> SideResult:
+    """Likelihood scores of every probe with options, generations where `gen_mask` says.
+
+    `parallel`: scoring and generation run at once (`aglora.parallel`), each on half the threads.
+    """
+    def likelihood() -> tuple[list[list[float]], list[list[int]]]:
+        return score_options_with_lengths(model, tok, probes, cfg.batch_size,
+                                          progress=f"likelihood ({label})")
+
+    def generations() -> list[list[str]]:
+        out: list[list[str]] = [[] for _ in probes]
+        for sampled in (True, False):
+            idx = [i for i, g in enumerate(gen_mask)
+                   if g and (probes[i].split in cfg.sample_splits) == sampled]
+            if not idx:
+                continue
+            gens = generate(model, tok, [probes[i] for i in idx],
+                            cfg.n_samples if sampled else 0, cfg.temperature, cfg.max_new_tokens,
+                            cfg.seed, cfg.generate_batch_size or cfg.batch_size,
+                            desc=f"generate ({label}{'' if sampled else ', greedy'})")
+            for i, g in zip(idx, gens, strict=True):
+                out[i] = g
+        return out
+
+    (scores, lengths), gens = run_pair(likelihood, generations, _device(model), parallel)
+    return SideResult(scores, lengths, gens)
 
 
 @torch.no_grad()
 def kl_between(model: nn.Module, base: nn.Module, tok, probes: list[Probe],
-               batch_size: int) -> float:
+               batch_size: int, parallel: bool = True) -> float:
     """Mean KL(base || model) per content token over the probes' context+answer sequences.
 
     `base` may be the peft model `model` came from: its adapter is disabled for its pass.
+    `parallel`: run the two passes of a batch at once where that gains (`aglora.parallel`).
     """
     if not probes:
         return float("nan")
@@ -79,33 +91,51 @@ def kl_between(model: nn.Module, base: nn.Module, tok, probes: list[Probe],
     for s in range(0, len(probes), batch_size):
         chunk = probes[s: s + batch_size]
         b = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
-        logits = logits_at(model, b, b.content_mask)  # [n, vocab]
-        with adapter_disabled(base):
-            base_logits = logits_at(base, b, b.content_mask)
+
+        def base_pass(b=b) -> torch.Tensor:  # [n, vocab]
+            with adapter_disabled(base):
+                return logits_at(base, b, b.content_mask)
+
+        # Two passes at once on a CPU, unless both are the same module (one adapter switch).
+        base_logits, logits = run_pair(base_pass, lambda b=b: logits_at(model, b, b.content_mask),
+                                       device, enabled=parallel and model is not base)
         n = float(b.content_mask.sum())
         total += float(kl_base_model(logits, base_logits)) * n
         count += n
     return total / max(count, 1.0)
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def base_side(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
-              gen_mask: list[bool]) -> SideResult:
+              gen_mask: list[bool], cache_path: Path | None = None,
+              parallel: bool = False) -> SideResult:
     """The base model's measurements (adapter disabled), from the cache when it has them.
 
     The base side depends only on the base weights, the probes and the eval settings, so it is
     kept under `<cache>/base-eval/<key>.json` (key: a digest of all three plus the library
     versions) and a rerun measures only the after side. `eval.cache_base: false` turns it off.
+    `cache_path`: that file, when the caller has already worked it out (`base_cache_file`);
+    `parallel`: as in `measure`.
     """
-    path = _base_cache_path(model, probes, cfg, gen_mask) if cfg.cache_base else None
+    path = cache_path or base_cache_file(model, probes, cfg, gen_mask)
     if path is not None and path.is_file():
         data = read_json(path)
         return SideResult(data["scores"], data["lengths"], data["generations"])
     with adapter_disabled(model):
-        side = measure(model, tok, probes, cfg, gen_mask, "base")
+        side = measure(model, tok, probes, cfg, gen_mask, "base", parallel)
     if path is not None:
         write_json(path, {"scores": side.scores, "lengths": side.lengths,
                           "generations": side.generations})
     return side
+
+
+def base_cache_file(model: nn.Module, probes: list[Probe], cfg: EvalConfig,
+                    gen_mask: list[bool]) -> Path | None:
+    """Where the base side of this evaluation is cached (None: `eval.cache_base` is off)."""
+    return _base_cache_path(model, probes, cfg, gen_mask) if cfg.cache_base else None
 
 
 def _base_cache_path(model: nn.Module, probes: list[Probe], cfg: EvalConfig,
@@ -221,17 +251,32 @@ def evaluate(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
     start = time.time()
     # Generate where it tells something: forget probes (leaks) and neighbour probes (fluency).
     gen_mask = [p.split in ("forget", "neighbor") for p in probes]
-    base = base_side(model, tok, probes, cfg, gen_mask)
     has_adapter = hasattr(model, "disable_adapter")
+    cache_path = base_cache_file(model, probes, cfg, gen_mask)
     after_model = merged_copy(model)  # the adapter folded in: no LoRA overhead per forward
-    after = measure(after_model, tok, probes, cfg, gen_mask, "after") if has_adapter else base
+    # Two independent passes run at once on a CPU (aglora.parallel), each on half the threads:
+    # the base and after sides on a first evaluation; scoring and generation otherwise. Every
+    # pass thus runs on the same number of threads, cached base side or not: the same numbers.
+    parallel = cfg.parallel_sides
+    cached = cache_path is not None and cache_path.is_file()
+    if not has_adapter:
+        base = after = base_side(model, tok, probes, cfg, gen_mask, cache_path, parallel)
+    elif cached:
+        base = base_side(model, tok, probes, cfg, gen_mask, cache_path)
+        after = measure(after_model, tok, probes, cfg, gen_mask, "after", parallel)
+    else:
+        base, after = run_pair(
+            lambda: base_side(model, tok, probes, cfg, gen_mask, cache_path),
+            lambda: measure(after_model, tok, probes, cfg, gen_mask, "after"),
+            _device(model), enabled=parallel)
     by_split, by_family = group_indices(probes)
     nb = by_split.get("neighbor", [])
 
     def kl(idx: list[int]) -> float:  # 0 without an adapter: the model is its own base
         if not has_adapter:
             return 0.0
-        return kl_between(after_model, model, tok, [probes[i] for i in idx], cfg.batch_size)
+        return kl_between(after_model, model, tok, [probes[i] for i in idx], cfg.batch_size,
+                          cfg.parallel_sides)
 
     d_base, r_base = _fluency([base.generations[i] for i in nb])
     d_after, r_after = _fluency([after.generations[i] for i in nb])
