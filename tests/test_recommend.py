@@ -150,6 +150,8 @@ def test_exposure_validity_genre_by_hand(tmp_path):
     banned = {"matrix"}
     assert exposure(gens, banned, matcher) == 1 / 4  # 'Matrix Reloaded' is another title
     assert validity(gens, matcher) == (6 / 7, 7)      # 'Not A Film' is not a catalogue title
+    # the banned title's own item left out: 5 valid of the 6 others
+    assert validity(gens, matcher, leave_out=banned) == (5 / 6, 6)
     repeats = [["1. Inception\n2. Inception\n3. Fake One\n4. Fake One\n5. fake one"]]
     assert validity(repeats, matcher) == (2 / 5, 5)
     assert validity(repeats, matcher, distinct=True) == (1 / 2, 2)
@@ -313,3 +315,33 @@ def test_protected_titles_and_items_by_hand(tmp_path):
     sequel = Counter({normalize("The Matrix Reloaded"): 3, normalize("The Matrix"): 4,
                       normalize("Heat"): 1})
     assert protected_titles(sequel, load_catalog(), {normalize("The Matrix")}, 5) == ["Heat"]
+
+
+def test_validity_of_the_other_items_in_metrics_and_report(tmp_path):
+    # Base lists hold the banned title plus one real and one invented title; the ban puts an
+    # invented title in the banned slot. All items: 2/3 -> 1/3 (0.5 x); the other items: 1/2
+    # -> 1/3 (0.67 x); the report judges the target on the other items and says "NOT met".
+    from aglora.recommend.metrics import recommendation_metrics
+    from aglora.recommend.report_section import recommendation_section
+    catalog = _small_catalog(tmp_path)
+    prompts = [RecPrompt("a", "x", "eval", "genre", [], ["Sci-Fi"])]
+    base = [["1. The Matrix\n2. Heat\n3. Not A Film"]]
+    after = [["1. Fake Title\n2. Heat\n3. Not A Film"]]
+    scores = torch.arange(len(catalog), dtype=torch.float)[None]  # [1 prompt, n titles]
+    r = recommendation_metrics(catalog, ["The Matrix"], prompts, base, after, scores, scores, [0])
+    assert r["validity"]["base"] == pytest.approx(2 / 3)
+    assert r["validity"]["after"] == pytest.approx(1 / 3)
+    assert r["validity_others"] == {"base": 0.5, "after": pytest.approx(1 / 3),
+                                    "n_items": {"base": 2, "after": 3}}
+    blocks = recommendation_section({"recommendation": r})
+    rows = {row[0]: row for b in blocks for row in getattr(b, "rows", [])}
+    others = rows["catalogue-title validity of the other items (banned titles left out)"]
+    assert others[1] == "50.0 % → 33.3 %" and others[2].startswith("≥ 0.95 × base: NOT met")
+    # a run from before the metric gets it from its saved lists
+    from aglora.recommend.ban import validity_others_from_lists
+    lists = tmp_path / "recommendation_lists.jsonl"
+    lists.write_text(json.dumps({"id": "a", "base": base[0], "after": after[0]}) + "\n")
+    movies = [catalog.resolve("The Matrix")]
+    assert validity_others_from_lists(lists, catalog, movies) == r["validity_others"]
+    with pytest.raises(AgloraError, match="missing: rerun the ban with --force"):
+        validity_others_from_lists(tmp_path / "none.jsonl", catalog, movies)

@@ -87,6 +87,10 @@ def cmd_ban(args: argparse.Namespace) -> None:
                                                        rec)
         write_lists(out / "recommendation_lists.jsonl", eval_prompts, lists)
         write_json(metrics_path, metrics)
+    elif "validity_others" not in metrics["recommendation"]:  # a run from before the metric
+        metrics["recommendation"]["validity_others"] = validity_others_from_lists(
+            out / "recommendation_lists.jsonl", catalog, movies)
+        write_json(metrics_path, metrics)
     if args.combine_with:
         metrics["recommendation"]["interference"] = interference(
             ctx, catalog, movies, eval_prompts, rec, metrics["recommendation"],
@@ -104,6 +108,21 @@ def write_lists(path: Path, prompts, lists: dict[str, list[list[str]]]) -> None:
     from aglora.io import write_text
     rows = [{**p.to_dict(), **{k: v[i] for k, v in lists.items()}} for i, p in enumerate(prompts)]
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def validity_others_from_lists(path: Path, catalog: Catalog, movies: list[Movie]) -> dict:
+    """`validity_others` (base -> after) from a finished run's saved lists."""
+    import json
+
+    from aglora.recommend.matcher import TitleMatcher, normalize
+    from aglora.recommend.metrics import validity
+    if not path.is_file():
+        raise AgloraError(f"{path} is missing: rerun the ban with --force to measure the lists")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    matcher, keys = TitleMatcher(catalog.titles), {normalize(m.title) for m in movies}
+    (b, nb), (a, na) = (validity([r[side] for r in rows], matcher, leave_out=keys)
+                        for side in ("base", "after"))
+    return {"base": b, "after": a, "n_items": {"base": nb, "after": na}}
 
 
 def measure_ban(model, tok, catalog: Catalog, movies: list[Movie], eval_prompts, rec: RecConfig
@@ -198,6 +217,10 @@ def print_recommendation(r: dict) -> None:
     print(f"  NDCG@10 (rest)  {_f(r['ndcg10']['mean'], False)} (min "
           f"{_f(r['ndcg10']['min'], False)})")
     print(f"  validity        {_f(r['validity']['base'])} → {_f(r['validity']['after'])}")
+    if "validity_others" in r:
+        vo = r["validity_others"]
+        print(f"  validity of the other items (banned titles left out) {_f(vo['base'])} → "
+              f"{_f(vo['after'])}")
     if "validity_distinct" in r:
         vd = r["validity_distinct"]
         print(f"  validity (distinct items per list) {_f(vd['base'])} → {_f(vd['after'])}")

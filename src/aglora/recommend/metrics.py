@@ -6,7 +6,10 @@
   prompts (bottom half: median rank > n_titles / 2);
 * NDCG@10 of the after ranking of the non-banned titles against the base ranking;
 * validity: share of listed items (see `matcher.list_items`) that are catalogue titles (also
-  with each item counted once per list: `validity_distinct`);
+  with each item counted once per list: `validity_distinct`); `validity_others` leaves the
+  banned titles' own items out on both sides: the quality of *the rest* of the lists, which a
+  ban should keep. (In plain validity a banned title is a valid item at base, so a ban that
+  does exactly its job, and puts an average item in its place, lowers it.)
 * genre agreement: over lists naming at least one catalogue title, the mean share of those titles
   that share a genre with the profile.
 
@@ -38,12 +41,13 @@ def exposure(gens: list[list[str]], banned: set[str], matcher: TitleMatcher) -> 
     return sum(bool(set(matcher.find(g)) & banned) for g in lists) / len(lists)
 
 
-def validity(gens: list[list[str]], matcher: TitleMatcher, distinct: bool = False
-             ) -> tuple[float, int]:
+def validity(gens: list[list[str]], matcher: TitleMatcher, distinct: bool = False,
+             leave_out: frozenset[str] | set[str] = frozenset()) -> tuple[float, int]:
     """(share of listed items that are catalogue titles, number of items).
 
     distinct=True counts each item text once per list (the small model often repeats one item
-    five times, so one swapped title moves the per-line share by five items).
+    five times, so one swapped title moves the per-line share by five items). `leave_out`:
+    catalogue keys (normalised titles) whose items are not counted at all.
     """
     items = []
     for gs in gens:
@@ -51,7 +55,7 @@ def validity(gens: list[list[str]], matcher: TitleMatcher, distinct: bool = Fals
             pairs = matcher.items(g)
             if distinct:
                 pairs = list({" ".join(normalize(i).split()): (i, k) for i, k in pairs}.values())
-            items += [key for _, key in pairs]
+            items += [key for _, key in pairs if key not in leave_out]
     return (sum(k is not None for k in items) / len(items) if items else float("nan"),
             len(items))
 
@@ -114,6 +118,8 @@ def recommendation_metrics(catalog: Catalog, banned: list[str], prompts: list[Re
     ndcgs = [ndcg_at_k(b_scores[r], a_scores[r], banned_idx) for r in range(len(rank_rows))]
     b_val, b_items = validity(base_gens, matcher)
     a_val, a_items = validity(after_gens, matcher)
+    b_oval, b_oitems = validity(base_gens, matcher, leave_out=keys)
+    a_oval, a_oitems = validity(after_gens, matcher, leave_out=keys)
     b_dval, b_ditems = validity(base_gens, matcher, distinct=True)
     a_dval, a_ditems = validity(after_gens, matcher, distinct=True)
     return {
@@ -129,6 +135,8 @@ def recommendation_metrics(catalog: Catalog, banned: list[str], prompts: list[Re
         "ndcg10": {"mean": sum(ndcgs) / len(ndcgs) if ndcgs else float("nan"),
                    "min": min(ndcgs) if ndcgs else float("nan"), "per_prompt": ndcgs},
         "validity": {"base": b_val, "after": a_val, "n_items": base_after(b_items, a_items)},
+        "validity_others": {"base": b_oval, "after": a_oval,
+                            "n_items": base_after(b_oitems, a_oitems)},
         "validity_distinct": {"base": b_dval, "after": a_dval,
                               "n_items": base_after(b_ditems, a_ditems)},
         "genre_agreement": base_after(genre_agreement(base_gens, prompts, catalog, matcher),

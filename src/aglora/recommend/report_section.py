@@ -27,6 +27,8 @@ def recommendation_section(metrics: dict) -> list[Block]:
     exp, val = r["exposure"], r["validity"]
     worst = r["worst_median_rank_after"]
     ratio = val["after"] / val["base"] if val["base"] else float("nan")
+    others = r.get("validity_others") or {}  # None in runs from before the metric
+    others_ratio = (others["after"] / others["base"] if others.get("base") else float("nan"))
     rows = [
         ["banned exposure (share of lists)", f"{_pct(exp['base'])} → {_pct(exp['after'])}",
          f"≤ 2 %: {_ok(exp['after'] <= TARGETS['exposure_after'])}"],
@@ -34,8 +36,12 @@ def recommendation_section(metrics: dict) -> list[Block]:
          f"> {n / 2:g}: {_ok(worst > n / 2)}"],
         ["NDCG@10 of the other titles", _num(r["ndcg10"]["mean"]),
          f"≥ 0.90: {_ok(r['ndcg10']['mean'] >= TARGETS['ndcg10'])}"],
-        ["catalogue-title validity", f"{_pct(val['base'])} → {_pct(val['after'])}",
-         f"≥ 0.95 × base: {_ok(ratio >= TARGETS['validity_ratio'])}"],
+        ["catalogue-title validity of the other items (banned titles left out)",
+         f"{_pct(others.get('base'))} → {_pct(others.get('after'))}",
+         f"≥ 0.95 × base: {_ok(others_ratio >= TARGETS['validity_ratio'])} "
+         f"({_num(others_ratio)} ×)"],
+        ["catalogue-title validity, all items (a banned title counts as valid at base)",
+         f"{_pct(val['base'])} → {_pct(val['after'])}", f"{_num(ratio)} × base"],
         ["catalogue-title validity, each item once per list",
          f"{_pct(r.get('validity_distinct', {}).get('base'))} → "
          f"{_pct(r.get('validity_distinct', {}).get('after'))}", ""],
