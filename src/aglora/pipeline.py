@@ -91,7 +91,7 @@ def open_run(cfg: RunConfig, run_dir: Path, force: bool = False) -> RunContext:
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     text = dump_config(cfg)
-    if cfg_path.is_file() and cfg_path.read_text() != text:
+    if cfg_path.is_file() and not _same_config(cfg_path, text):
         if not force:
             old = load_yaml(cfg_path)
             new = load_yaml_text(text)
@@ -110,6 +110,19 @@ def open_run(cfg: RunConfig, run_dir: Path, force: bool = False) -> RunContext:
     ctx = RunContext(cfg=cfg, run_dir=run_dir)
     ctx.load_state()
     return ctx
+
+
+def _same_config(cfg_path: Path, text: str) -> bool:
+    """Whether a run's saved config is `text`, once keys added since it was written are filled
+    with their defaults (a run from an earlier version, with the same settings, is the same run).
+    """
+    saved = cfg_path.read_text()
+    if saved == text:
+        return True
+    try:
+        return dump_config(config_from_dict(load_yaml(cfg_path))) == text
+    except AgloraError:  # a key that no longer exists, say: another run
+        return False
 
 
 def reopen_run(run_dir: Path) -> RunContext:
