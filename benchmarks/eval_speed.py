@@ -25,6 +25,7 @@ import torch
 
 from aglora.config import apply_overrides, config_from_dict, config_to_dict
 from aglora.evaluate import evaluate, kl_between, measure
+from aglora.hostspeed import speed_line
 from aglora.lora import adapter_disabled, merged_copy
 from aglora.pipeline import eval_probes, reopen_run
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="eval.KEY=VALUE",
                         help="time with other eval settings than the run's")
     args = parser.parse_args()
+    print(speed_line())
     ctx = reopen_run(args.run_dir)
     if args.set:
         ctx.cfg = config_from_dict(apply_overrides(config_to_dict(ctx.cfg), args.set))

@@ -173,7 +173,11 @@ def machine_line(device: torch.device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        from aglora.hostspeed import speed_index
+        speed = speed_index()
+        name = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+                f"threads, matmul {speed['gflops_1_thread']:.0f} GFLOPS at 1 thread "
+                f"(aglora.hostspeed)")
     return f"{name}, torch {torch.__version__}"
 
 

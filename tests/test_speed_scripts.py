@@ -23,3 +23,14 @@ def test_gpu_qwen_shape_tiny_prints_the_table():
     assert ratio and float(ratio.group(1)) > 0
     assert record and float(record.group(1)) > 0
     assert re.search(r"eval: likelihood choice \| [0-9.]+ probes/s", out)
+
+
+def test_host_speed_index_is_positive_and_restores_threads():
+    import torch
+
+    from aglora.hostspeed import matmul_gflops, speed_line
+    before = torch.get_num_threads()
+    assert matmul_gflops(1, repeats=3) > 0
+    assert torch.get_num_threads() == before
+    assert re.match(r"host speed index: fp32 matmul [0-9.]+ GFLOPS at 1 thread, [0-9.]+ at \d+",
+                    speed_line())

@@ -602,6 +602,9 @@ def machine_info() -> dict:
             platform.machine(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    if not torch.cuda.is_available():
+        from aglora.hostspeed import speed_index
+        info["host_speed"] = speed_index()
     try:
         info["loadavg_at_end"] = os.getloadavg()
     except OSError:
