@@ -123,3 +123,56 @@ def test_stop_each_answer_needs_every_answer_at_the_goal(monkeypatch):
     assert not train_mod.forget_goal_met(None, None, items, per_answer, 0.25)[0]
     rows[4] = wrong
     assert train_mod.forget_goal_met(None, None, items, per_answer, 0.25)[0]
+
+
+def test_goal_check_names_the_answers_at_the_goal(monkeypatch):
+    import aglora.train as train_mod
+    items = [Probe(prompt=f"q{i}", answer=a, distractors=["x", "y", "z"])
+             for i, a in enumerate(["A", "A", "B", "B"])]
+    wrong, right = [-2.0, -1.0, -3.0, -3.0], [-1.0, -2.0, -3.0, -3.0]
+    monkeypatch.setattr(train_mod, "score_options", lambda *a, **k: [wrong, wrong, right, right])
+    met, acc, _, done = train_mod.forget_goal_met(None, None, items, TrainConfig(), 0.25)
+    assert done == {"A"} and acc == 0.5 and not met
+
+
+def test_cycler_restricted_to_a_subset():
+    import random
+
+    from aglora.train import _Cycler
+    cycler = _Cycler(6, 4, random.Random(0))
+    first = cycler.next()
+    assert len(set(first)) == 4
+    cycler.restrict([1, 4])
+    drawn = [i for _ in range(5) for i in cycler.next()]
+    assert set(drawn) == {1, 4} and len(drawn) == 10   # a batch is at most the subset's size
+    cycler.restrict(list(range(6)))
+    assert len(cycler.next()) == 4
+
+
+def test_focus_lagging_answers_trains_only_the_lagging_answer(monkeypatch, tok):
+    """Answer A is at the goal from the first check on: later forget batches hold only B."""
+    import aglora.train as train_mod
+    from aglora.config import LoraConfig
+    from aglora.config import TrainConfig as TC
+    from aglora.lora import attach_lora
+    pm = attach_lora(make_model(seed=1), None, LoraConfig(rank=4, masked=False))
+    forget = [Probe(prompt=f"Who made film {i}?", answer=a, distractors=["x", "y", "z"])
+              for i, a in enumerate(["Anna", "Anna", "Anna", "Bob", "Bob", "Bob"])]
+
+    def fake_goal(model, tok, items, cfg, chance):
+        return False, 0.5, 1.0, {"Anna"}
+
+    seen: list[list[str]] = []
+    real_batch = train_mod._forget_batch
+
+    def recording(tok, items, *rest):
+        seen.append([p.answer for p in items])
+        return real_batch(tok, items, *rest)
+
+    monkeypatch.setattr(train_mod, "forget_goal_met", fake_goal)
+    monkeypatch.setattr(train_mod, "_forget_batch", recording)
+    cfg = TC(max_steps=4, batch_size=4, check_every=1, focus_lagging_answers=True,
+             retain_objective="none")
+    train_mod.train(pm, tok, forget, [], cfg)
+    assert {"Anna", "Bob"} <= set(seen[0])                  # before the first check: both
+    assert all(set(b) == {"Bob"} for b in seen[2:])         # after it: only the lagging one

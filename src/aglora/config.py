@@ -113,6 +113,10 @@ class TrainConfig:
                                  "<= this")
     stop_each_answer: bool = _f(False, "early stopping needs every answer's forget items at "
                                        "the goal on their own, not only all items on average")
+    focus_lagging_answers: bool = _f(False, "at each check, forget batches draw only from "
+                                            "answers not yet at the goal (all, once every "
+                                            "answer is): the steps go to the title that lags, "
+                                            "and a title at chance is not pushed further")
     check_every: int = _f(1, "steps between early-stopping checks")
     seed: int = _f(0, "seed for batching and initialisation")
 

@@ -58,16 +58,22 @@ class TrainResult:
 
 
 class _Cycler:
-    """Endless seeded shuffled batches of indices."""
+    """Endless seeded shuffled batches of indices (0..n-1, or the subset set by `restrict`)."""
 
     def __init__(self, n: int, batch: int, rng: random.Random) -> None:
-        self.n, self.batch, self.rng, self.pool = n, min(batch, n), rng, []
+        self.ids, self.batch, self.rng, self.pool = list(range(n)), batch, rng, []
+
+    def restrict(self, ids: list[int]) -> None:
+        """Draw only from `ids` from now on (the current round keeps its order)."""
+        self.ids = list(ids)
+        keep = set(ids)
+        self.pool = [i for i in self.pool if i in keep]
 
     def next(self) -> list[int]:
-        out = []
-        while len(out) < self.batch:
+        out: list[int] = []
+        while len(out) < min(self.batch, len(self.ids)):
             if not self.pool:
-                self.pool = list(range(self.n))
+                self.pool = list(self.ids)
                 self.rng.shuffle(self.pool)
             out.append(self.pool.pop())
         return out
@@ -139,22 +145,27 @@ def unfrozen(model: nn.Module, params: list[nn.Parameter]) -> Iterator[None]:
 
 
 def forget_goal_met(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
-                    chance: float) -> tuple[bool, float, float]:
-    """(goal met, accuracy, mean margin) of likelihood choice on the forget items; with
-    `cfg.stop_each_answer` the goal must hold for each answer's items on its own too (a ban of
-    several titles stops only when every title is at chance, not when they are on average)."""
+                    chance: float) -> tuple[bool, float, float, set[str]]:
+    """(goal met, accuracy, mean margin, answers at the goal) of likelihood choice on the
+    forget items. An answer is at the goal when its own items are (accuracy <= chance or
+    `stop_accuracy`, mean margin <= `stop_margin`); with `cfg.stop_each_answer` every answer
+    must be, besides all items on average (a ban of several titles stops only when every title
+    is at chance, not when they are on average)."""
     scores = score_options(model, tok, items, batch_size=64)
     acc, marg = choice_summary(scores)
     goal = cfg.stop_accuracy if cfg.stop_accuracy is not None else chance
     met = acc <= goal and marg <= cfg.stop_margin
+    groups: dict[str, list[list[float]]] = {}
+    for item, row in zip(items, scores, strict=True):
+        groups.setdefault(item.answer or "", []).append(row)
+    done = set()
+    for answer, rows in groups.items():
+        g_acc, g_marg = choice_summary(rows)
+        if g_acc <= goal and g_marg <= cfg.stop_margin:
+            done.add(answer)
     if cfg.stop_each_answer:
-        groups: dict[str, list[list[float]]] = {}
-        for item, row in zip(items, scores, strict=True):
-            groups.setdefault(item.answer or "", []).append(row)
-        for rows in groups.values():
-            g_acc, g_marg = choice_summary(rows)
-            met = met and g_acc <= goal and g_marg <= cfg.stop_margin
-    return met, acc, marg
+        met = met and done == set(groups)
+    return met, acc, marg, done
 
 
 @torch.no_grad()
@@ -331,9 +342,13 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                    "seconds": time.time() - start}
             if choice_items and step % cfg.check_every == 0:
                 model.eval()
-                met, acc, marg = forget_goal_met(model, tok, choice_items, cfg, chance)
+                met, acc, marg, done = forget_goal_met(model, tok, choice_items, cfg, chance)
                 model.train()
                 row.update(train_forget_accuracy=acc, train_forget_margin=marg)
+                if cfg.focus_lagging_answers:
+                    row["answers_at_goal"] = sorted(done)
+                    active = [i for i, p in enumerate(forget) if (p.answer or "") not in done]
+                    f_cycle.restrict(active or list(range(len(forget))))
                 if met and step >= cfg.min_steps:
                     result.stopped_early = True
             result.history.append(row)
