@@ -140,7 +140,7 @@ class EvalConfig:
                                 "by its weights, the probes and these settings (reruns measure "
                                 "only the adapter side)")
     parallel_sides: bool = _f(True, "on a CPU with 2+ threads, measure the base and the adapter "
-                                    "side at once, each on half the threads (1.3x faster on 2 "
+                                    "side at once, each on half the threads (1.2x faster on 2 "
                                     "cores; results differ only by float rounding)")
     seed: int = _f(0, "seed for sampling")
 
