@@ -345,3 +345,15 @@ def test_validity_of_the_other_items_in_metrics_and_report(tmp_path):
     assert validity_others_from_lists(lists, catalog, movies) == r["validity_others"]
     with pytest.raises(AgloraError, match="missing: rerun the ban with --force"):
         validity_others_from_lists(tmp_path / "none.jsonl", catalog, movies)
+
+
+def test_forget_distractor_start_moves_with_the_quantile():
+    from aglora.recommend.settings import RecConfig
+    from aglora.recommend.spec import distractor_start
+
+    assert distractor_start(24, 0.5) == 12 == 24 // 2  # the median, as before the setting
+    assert distractor_start(24, 0.65) == 15
+    assert distractor_start(24, 1.0) == 21  # three titles must remain below the start
+    assert distractor_start(5, 0.9) == 2 and distractor_start(2, 0.5) == 0
+    with pytest.raises(AgloraError, match="forget_distractor_quantile=1.5: must be between"):
+        RecConfig(forget_distractor_quantile=1.5)

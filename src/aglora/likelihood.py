@@ -7,7 +7,8 @@ sharper instrument, DESIGN.md section 5).
 The options of a probe share its context, so the context runs once (KV cache) and the cache is
 copied to each option: about 3x fewer token-forwards than scoring each context+option sequence,
 which dominates evaluation time on CPU. The system prompt the contexts of a batch share runs once
-too (`aglora.prefill`). `score_options_reference`
+too (`aglora.prefill`), and probes with the same context (a ban's items: one prompt, one item per
+banned title) share one context run. `score_options_reference`
 keeps the plain one-sequence-per-option path; a test checks the two agree.
 """
 
@@ -42,12 +43,14 @@ def _score_chunk(model: nn.Module, tok, chunk: list[Probe]) -> list[list[tuple[f
     device = next(model.parameters()).device
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     encoded = [_tokenize(tok, p) for p in chunk]
-    filled = prefill(model, [c for c, _ in encoded], pad)  # shared system prompt runs once
+    contexts: dict[tuple[int, ...], int] = {}  # context ids -> row of the prefill batch
+    ctx_row = [contexts.setdefault(tuple(c), len(contexts)) for c, _ in encoded]  # [probes]
+    filled = prefill(model, [list(c) for c in contexts], pad)  # shared system prompt runs once
     cache, ctx_mask = filled.cache, filled.attention_mask  # ctx_mask [B, P + width]
     first_logp = torch.log_softmax(head(filled.last_hidden).float(), -1)  # [B, vocab]
 
-    flat = [(b, ids) for b, (_, opts) in enumerate(encoded) for ids in opts]
-    rows = torch.tensor([b for b, _ in flat], device=device)
+    flat = [(b, ids) for b, (_, opts) in enumerate(encoded) for ids in opts]  # (probe, option)
+    rows = torch.tensor([ctx_row[b] for b, _ in flat], device=device)  # [N] -> context row
     cache.batch_select_indices(rows)
     o_width = max(len(ids) for _, ids in flat)
     opt = torch.full((len(flat), o_width), pad, dtype=torch.long)
@@ -74,22 +77,38 @@ def _score_chunk(model: nn.Module, tok, chunk: list[Probe]) -> list[list[tuple[f
     return out_rows
 
 
+def _chunks(probes: list[Probe], idx: list[int], contexts_per_chunk: int) -> list[list[int]]:
+    """Consecutive runs of `idx` with at most `contexts_per_chunk` distinct contexts each (and at
+    most 4x as many probes, so a chunk's option rows stay near the batch size)."""
+    chunks: list[list[int]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for i in idx:
+        key = (probes[i].format, probes[i].prompt, probes[i].prefix)
+        full = len(chunks[-1]) >= 4 * contexts_per_chunk if chunks else True
+        if full or (key not in seen and len(seen) >= contexts_per_chunk):
+            chunks.append([])
+            seen = set()
+        chunks[-1].append(i)
+        seen.add(key)
+    return chunks
+
+
 def score_options_with_lengths(model: nn.Module, tok, probes: list[Probe], batch_size: int = 16,
                                progress: str | None = None
                                ) -> tuple[list[list[float]], list[list[int]]]:
     """(summed log-probs, token counts) of [answer, *distractors] for each probe."""
     idx = [i for i, p in enumerate(probes) if p.has_choice]
-    # Same format together (chat probes share the template head), then by length (less padding).
-    idx.sort(key=lambda i: (probes[i].format, len(probes[i].prompt) + len(probes[i].prefix)))
+    # Same format together (chat probes share the template head), then by length (less padding),
+    # then by text, so that probes with the same context fall into the same chunk.
+    idx.sort(key=lambda i: (probes[i].format, len(probes[i].prompt) + len(probes[i].prefix),
+                            probes[i].prompt, probes[i].prefix))
     scores: list[list[float]] = [[] for _ in probes]
     lengths: list[list[int]] = [[] for _ in probes]
-    chunk_size = max(1, batch_size // 4)  # each probe expands to ~4 option rows
-    starts = range(0, len(idx), chunk_size)
+    chunks = _chunks(probes, idx, max(1, batch_size // 4))  # a probe has ~4 option rows
     if progress:
         from tqdm import tqdm
-        starts = tqdm(starts, desc=progress, leave=False)
-    for s in starts:
-        chunk_idx = idx[s: s + chunk_size]
+        chunks = tqdm(chunks, desc=progress, leave=False)
+    for chunk_idx in chunks:
         for i, rows in zip(chunk_idx, _score_chunk(model, tok, [probes[i] for i in chunk_idx]),
                            strict=True):
             scores[i] = [v for v, _ in rows]

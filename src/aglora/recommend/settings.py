@@ -36,6 +36,10 @@ class RecConfig:
                                            "so the early-stopping goal): 'median' = the pool "
                                            "titles just below the pool's median, 'next' = "
                                            "the three ranked just below the banned title")
+    forget_distractor_quantile: float = _f(0.5, "with forget_distractors=median: where in the "
+                                                "pool's order (best first) the three distractors "
+                                                "start; 0.5 = the pool's median, higher = a lower "
+                                                "goal for the banned titles")
     facts_per_neighbour: int = _f(2, "retain fact items per neighbouring film")
     replace_in_lists: bool = _f(False, "also keep, as retain items, the base lists that name a "
                                        "banned title, with each banned item replaced by the "
@@ -56,6 +60,9 @@ class RecConfig:
         if self.forget_distractors not in ("median", "next"):
             raise AgloraError(f"recommend.forget_distractors={self.forget_distractors!r}: use "
                               "median or next")
+        if not 0.0 <= self.forget_distractor_quantile <= 1.0:
+            raise AgloraError(f"recommend.forget_distractor_quantile="
+                              f"{self.forget_distractor_quantile}: must be between 0 and 1")
         if self.n_rank_prompts > self.n_eval_prompts:
             raise AgloraError("recommend.n_rank_prompts must not exceed recommend.n_eval_prompts")
 

@@ -6,7 +6,8 @@ For banned titles B on training prompts P (profile prompts that do not name a ba
   banned T. The base model scores T and a shared pool of other titles (the neighbours of the
   banned films and a seeded random sample) on p; the distractors are the three pool titles
   ranked just below the pool's median (`recommend.forget_distractors=median`, so training stops
-  once T has fallen to about the middle of the catalogue) or the three ranked just below T
+  once T has fallen to about the middle of the catalogue; `recommend.forget_distractor_quantile`
+  moves that point) or the three ranked just below T
   (`next`); an item carries no choice when those do not all rank below T at base;
 * forget, family `description`: fact prompts that describe T (year, director, cast) and are
   answered by its title; distractors kept only where the base model picks T;
@@ -62,6 +63,12 @@ def title_pattern(title: str) -> str:
     return r"\b" + r"[\W_]+".join(parts) + r"\b"
 
 
+def distractor_start(pool_len: int, quantile: float) -> int:
+    """Index in the pool's order (best first) of the first of three 'median' distractors:
+    int(pool_len * quantile) (pool_len // 2 at 0.5), kept where three titles remain."""
+    return max(0, min(int(pool_len * quantile), pool_len - 3))
+
+
 def _pool(catalog: Catalog, banned: list[Movie], rng: random.Random, size: int) -> list[Movie]:
     keys = {m.key for m in banned}
     pool: list[Movie] = []
@@ -102,7 +109,7 @@ def build_ban_spec(model: nn.Module, tok, catalog: Catalog, banned: list[Movie],
     for r, p in enumerate(prompts):
         row = scores[r].tolist()
         pool_order = sorted(range(nb, len(options)), key=lambda j: -row[j])
-        mid = len(pool_order) // 2
+        mid = distractor_start(len(pool_order), cfg.forget_distractor_quantile)
         for b, movie in enumerate(banned):
             below = [options[j] for j in pool_order if row[j] < row[b]]
             below = below[:3] if cfg.forget_distractors == "next" else [
