@@ -332,11 +332,14 @@ def test_validity_of_the_other_items_in_metrics_and_report(tmp_path):
     assert r["validity"]["base"] == pytest.approx(2 / 3)
     assert r["validity"]["after"] == pytest.approx(1 / 3)
     assert r["validity_others"] == {"base": 0.5, "after": pytest.approx(1 / 3),
-                                    "n_items": {"base": 2, "after": 3}}
+                                    "n_items": {"base": 2, "after": 3},
+                                    # one prompt: every resample is the whole set
+                                    "ratio_ci95": [pytest.approx(2 / 3), pytest.approx(2 / 3)]}
     blocks = recommendation_section({"recommendation": r})
     rows = {row[0]: row for b in blocks for row in getattr(b, "rows", [])}
     others = rows["catalogue-title validity of the other items (banned titles left out)"]
     assert others[1] == "50.0 % → 33.3 %" and others[2].startswith("≥ 0.95 × base: NOT met")
+    assert others[2].endswith("(0.67 ×; 95 % interval 0.67–0.67 ×)")
     # a run from before the metric gets it from its saved lists
     from aglora.recommend.ban import validity_others_from_lists
     lists = tmp_path / "recommendation_lists.jsonl"
@@ -357,3 +360,19 @@ def test_forget_distractor_start_moves_with_the_quantile():
     assert distractor_start(5, 0.9) == 2 and distractor_start(2, 0.5) == 0
     with pytest.raises(AgloraError, match="forget_distractor_quantile=1.5: must be between"):
         RecConfig(forget_distractor_quantile=1.5)
+
+
+def test_validity_ratio_interval_by_hand(tmp_path):
+    from aglora.recommend.metrics import ratio_interval, validity_counts
+
+    matcher = TitleMatcher(_small_catalog(tmp_path).titles)
+    gens = [["1. The Matrix\n2. Fake One", "1. Heat"], ["1. Memento", "I would pick Heat."]]
+    assert validity_counts(gens, matcher) == [(2, 3), (1, 1)]
+    assert validity_counts(gens, matcher, {"matrix"}) == [(1, 2), (1, 1)]
+    same = [(3, 4), (1, 2), (0, 1)]
+    assert ratio_interval(same, same) == [1.0, 1.0]  # every resample: after = base
+    # Two prompts, each 1 valid of 2 at base; after: 1 of 2 and 0 of 2. Resamples: both the
+    # first (ratio 1, p 1/4), both the second (0, p 1/4), one of each (0.5): interval [0, 1].
+    assert ratio_interval([(1, 2), (1, 2)], [(1, 2), (0, 2)]) == [0.0, 1.0]
+    nan = ratio_interval([(0, 2)], [(1, 2)])  # no valid item at base: no ratio
+    assert all(x != x for x in nan) and all(x != x for x in ratio_interval([], []))

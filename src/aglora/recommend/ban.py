@@ -87,7 +87,8 @@ def cmd_ban(args: argparse.Namespace) -> None:
                                                        rec)
         write_lists(out / "recommendation_lists.jsonl", eval_prompts, lists)
         write_json(metrics_path, metrics)
-    elif "validity_others" not in metrics["recommendation"]:  # a run from before the metric
+    elif "ratio_ci95" not in (metrics["recommendation"].get("validity_others") or {}):
+        # a run from before the metric (or its interval)
         metrics["recommendation"]["validity_others"] = validity_others_from_lists(
             out / "recommendation_lists.jsonl", catalog, movies)
         write_json(metrics_path, metrics)
@@ -115,14 +116,16 @@ def validity_others_from_lists(path: Path, catalog: Catalog, movies: list[Movie]
     import json
 
     from aglora.recommend.matcher import TitleMatcher, normalize
-    from aglora.recommend.metrics import validity
+    from aglora.recommend.metrics import ratio_interval, validity, validity_counts
     if not path.is_file():
         raise AgloraError(f"{path} is missing: rerun the ban with --force to measure the lists")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     matcher, keys = TitleMatcher(catalog.titles), {normalize(m.title) for m in movies}
     (b, nb), (a, na) = (validity([r[side] for r in rows], matcher, leave_out=keys)
                         for side in ("base", "after"))
-    return {"base": b, "after": a, "n_items": {"base": nb, "after": na}}
+    interval = ratio_interval(*(validity_counts([r[side] for r in rows], matcher, keys)
+                                for side in ("base", "after")))
+    return {"base": b, "after": a, "n_items": {"base": nb, "after": na}, "ratio_ci95": interval}
 
 
 def measure_ban(model, tok, catalog: Catalog, movies: list[Movie], eval_prompts, rec: RecConfig
@@ -219,8 +222,11 @@ def print_recommendation(r: dict) -> None:
     print(f"  validity        {_f(r['validity']['base'])} → {_f(r['validity']['after'])}")
     if "validity_others" in r:
         vo = r["validity_others"]
+        ci = vo.get("ratio_ci95")
+        ratio = vo["after"] / vo["base"] if vo["base"] else float("nan")
         print(f"  validity of the other items (banned titles left out) {_f(vo['base'])} → "
-              f"{_f(vo['after'])}")
+              f"{_f(vo['after'])} ({ratio:.2f}× base"
+              + (f", 95 % interval {ci[0]:.2f}–{ci[1]:.2f}×)" if ci else ")"))
     if "validity_distinct" in r:
         vd = r["validity_distinct"]
         print(f"  validity (distinct items per list) {_f(vd['base'])} → {_f(vd['after'])}")

@@ -19,6 +19,11 @@ def _ok(flag: bool) -> str:
     return "met" if flag else "NOT met"
 
 
+def _interval(ci: list[float] | None) -> str:
+    """', 95 % interval a–b ×' for a bootstrap interval, '' when there is none."""
+    return f"; 95 % interval {_num(ci[0])}–{_num(ci[1])} ×" if ci else ""
+
+
 def recommendation_section(metrics: dict) -> list[Block]:
     r = metrics.get("recommendation")
     if not isinstance(r, dict):
@@ -39,7 +44,7 @@ def recommendation_section(metrics: dict) -> list[Block]:
         ["catalogue-title validity of the other items (banned titles left out)",
          f"{_pct(others.get('base'))} → {_pct(others.get('after'))}",
          f"≥ 0.95 × base: {_ok(others_ratio >= TARGETS['validity_ratio'])} "
-         f"({_num(others_ratio)} ×)"],
+         f"({_num(others_ratio)} ×{_interval(others.get('ratio_ci95'))})"],
         ["catalogue-title validity, all items (a banned title counts as valid at base)",
          f"{_pct(val['base'])} → {_pct(val['after'])}", f"{_num(ratio)} × base"],
         ["catalogue-title validity, each item once per list",
