@@ -57,6 +57,44 @@ def test_greedy_matches_transformers_generate(model, tok):
         assert got == [expected]
 
 
+def test_blocklist_matches_transformers_bad_words_ids(model, tok):
+    """Decode-time blocking: a blocked sequence's last token is taken out where the rest of the
+    sequence ends the row, as transformers' `bad_words_ids` does (greedy outputs equal)."""
+    from aglora.generation import blocked_tokens
+
+    assert blocked_tokens([1, 2, 3], [[3, 4], [2, 4], [7]]) == [4, 7]
+    assert blocked_tokens([], [[5, 6], [8]]) == [8]
+    probes = _probes()
+    stop = _stop_ids(model, tok)
+
+    def reference(probe, bad=None):
+        ids = torch.tensor([context_ids(tok, probe, generation_context(tok, probe))])
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 do_sample=False, max_new_tokens=8, eos_token_id=stop,
+                                 pad_token_id=tok.pad_token_id, bad_words_ids=bad)
+        return out[0, ids.shape[1]:].tolist()
+
+    first, second = reference(probes[0]), reference(probes[1])
+    blocked = [first[:2], second[:1]]  # a two-token sequence and a one-token one
+    ours = generate(model, tok, probes, n_samples=0, max_new_tokens=8, batch_size=4,
+                    blocked=blocked)
+    free = generate(model, tok, probes, n_samples=0, max_new_tokens=8, batch_size=4)
+    assert ours[0] != free[0] and ours[1] != free[1]  # the blocks bite
+    for probe, got in zip(probes, ours, strict=True):
+        expected = tok.decode(reference(probe, blocked), skip_special_tokens=True).strip()
+        assert got == [expected]
+    # sampled rows are blocked too: no sample starts with the blocked first token
+    from aglora.generation import _generate_rows
+    row = context_ids(tok, probes[1], generation_context(tok, probes[1]))
+    gen = torch.Generator().manual_seed(3)
+    free_ids = _generate_rows(model, [row], 40, 50.0, 1, stop, tok.pad_token_id, gen)[0]
+    assert any(ids[:1] == second[:1] for ids in free_ids)  # unblocked: the greedy row at least
+    gen = torch.Generator().manual_seed(3)
+    ids = _generate_rows(model, [row], 40, 50.0, 1, stop, tok.pad_token_id, gen, [second[:1]])[0]
+    assert len(ids) == 41 and not any(i[:1] == second[:1] for i in ids)
+
+
 def test_samples_are_seeded_and_depend_on_the_seed(model, tok):
     probes = _probes()
     a = generate(model, tok, probes, n_samples=3, temperature=5.0, max_new_tokens=8, seed=1,

@@ -376,3 +376,19 @@ def test_validity_ratio_interval_by_hand(tmp_path):
     assert ratio_interval([(1, 2), (1, 2)], [(1, 2), (0, 2)]) == [0.0, 1.0]
     nan = ratio_interval([(0, 2)], [(1, 2)])  # no valid item at base: no ratio
     assert all(x != x for x in nan) and all(x != x for x in ratio_interval([], []))
+
+
+def test_a_ban_saved_before_a_recommend_setting_existed_reopens():
+    import dataclasses
+
+    from aglora.recommend.ban import same_ban
+    from aglora.recommend.settings import RecConfig
+
+    now = {"items": ["Star Wars"], "recommend": dataclasses.asdict(RecConfig())}
+    old = {"items": ["Star Wars"], "recommend": {k: v for k, v in now["recommend"].items()
+                                                 if k != "forget_distractor_quantile"}}
+    assert same_ban(old, now) and same_ban(now, now)
+    # ...but not when the new setting is asked for at another value, or the items differ
+    moved = {**now, "recommend": {**now["recommend"], "forget_distractor_quantile": 0.7}}
+    assert not same_ban(old, moved)
+    assert not same_ban({**old, "items": ["Alien"]}, now)

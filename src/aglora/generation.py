@@ -48,15 +48,29 @@ def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator
     return torch.searchsorted(cdf, u * cdf[:, -1:]).clamp_max(cdf.shape[-1] - 1)[:, 0]
 
 
+def blocked_tokens(history: list[int], blocked: list[list[int]]) -> list[int]:
+    """Tokens that would complete a blocked sequence after `history` (the row's ids so far):
+    the last token of each sequence whose other tokens end the history (transformers'
+    `bad_words_ids` rule; a one-token sequence is always blocked)."""
+    out = []
+    for seq in blocked:
+        head = seq[:-1]
+        if not head or history[len(history) - len(head):] == head:
+            out.append(seq[-1])
+    return out
+
+
 @torch.no_grad()
 def _generate_rows(model: nn.Module, rows: list[list[int]], n_samples: int, temperature: float,
                    max_new_tokens: int, stop_ids: list[int], pad_id: int,
-                   generator: torch.Generator) -> list[list[list[int]]]:
+                   generator: torch.Generator, blocked: list[list[int]] | None = None
+                   ) -> list[list[list[int]]]:
     """Per prompt: [greedy, sample_1..n] new token ids (stop token excluded).
 
     The prompts run once (shared prefix, see aglora.prefill); the KV cache is then repeated so the
     greedy row and the sampled rows of a prompt decode together in one batch. Rows that reach a
-    stop token leave the batch.
+    stop token leave the batch. `blocked`: token sequences never to be produced (decode-time
+    blocklist, see `blocked_tokens`).
     """
     decoder, head = decoder_and_head(model)
     device = next(model.parameters()).device
@@ -73,13 +87,22 @@ def _generate_rows(model: nn.Module, rows: list[list[int]], n_samples: int, temp
     position = mask.sum(-1)                                # [alive]
     alive = torch.arange(n_rows, device=device)            # [alive] -> original row
     new_ids = torch.full((n_rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    history = [list(rows[r // per_prompt]) for r in range(n_rows)] if blocked else []
     for step in range(max_new_tokens):
         logits = head(hidden).float()                      # [alive, vocab]
+        if blocked:
+            for a, r in enumerate(alive.tolist()):
+                ids = blocked_tokens(history[r], blocked)
+                if ids:
+                    logits[a, ids] = float("-inf")
         token = logits.argmax(-1)
         if n_samples and not bool(greedy_row.all()):
             sampling = (~greedy_row).nonzero()[:, 0]
             token[sampling] = sample(logits[sampling], temperature, generator)
         new_ids[alive, step] = token
+        if blocked:
+            for r, t in zip(alive.tolist(), token.tolist(), strict=True):
+                history[r].append(t)
         keep = (~torch.isin(token, stops)).nonzero()[:, 0]
         if keep.numel() == 0 or step == max_new_tokens - 1:
             break
@@ -103,11 +126,13 @@ def _generate_rows(model: nn.Module, rows: list[list[int]], n_samples: int, temp
 @torch.no_grad()
 def generate(model: nn.Module, tok, probes: list[Probe], n_samples: int = 2,
              temperature: float = 0.7, max_new_tokens: int = 32, seed: int = 0,
-             batch_size: int = 16, desc: str | None = None) -> list[list[str]]:
+             batch_size: int = 16, desc: str | None = None,
+             blocked: list[list[int]] | None = None) -> list[list[str]]:
     """For each probe: [greedy, sample_1..sample_n] continuations (decoded, special tokens cut).
 
     `batch_size` counts decoded rows (prompts x (1 + n_samples)). Sampling is pure temperature
     sampling (no top-k/top-p) from a generator seeded per batch, so results repeat exactly.
+    `blocked`: token sequences the decoder may not produce (a decode-time blocklist).
     """
     out: list[list[str]] = [[] for _ in probes]
     stop_ids = _stop_ids(model, tok)
@@ -122,7 +147,7 @@ def generate(model: nn.Module, tok, probes: list[Probe], n_samples: int = 2,
         generator = torch.Generator(device=next(model.parameters()).device)
         generator.manual_seed(seed + s)
         new = _generate_rows(model, rows, n_samples, temperature, max_new_tokens, stop_ids, pad,
-                             generator)
+                             generator, blocked)
         for i, per_row in zip(idx, new, strict=True):
             out[i] = [_decode(tok, ids) for ids in per_row]
     return out

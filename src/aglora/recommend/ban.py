@@ -46,6 +46,18 @@ def _ban_meta(catalog: Catalog, movies: list[Movie], rec: RecConfig) -> dict:
             "catalog_fingerprint": catalog.fingerprint(), "recommend": dataclasses.asdict(rec)}
 
 
+def same_ban(stored: dict, meta: dict) -> bool:
+    """Is the ban saved in a run's ban.json the one asked for? A `recommend` setting added after
+    the run was made counts as its default there (the run then reopens instead of being refused).
+    """
+    defaults = dataclasses.asdict(RecConfig())
+    rec = stored.get("recommend")
+    if isinstance(rec, dict):
+        stored = {**stored, "recommend": {**{k: v for k, v in defaults.items() if k not in rec},
+                                          **rec}}
+    return stored == meta
+
+
 def cmd_ban(args: argparse.Namespace) -> None:
     from aglora.config import load_config
     from aglora.pipeline import open_run, run_all, run_stage
@@ -62,7 +74,7 @@ def cmd_ban(args: argparse.Namespace) -> None:
     cfg.concept = str((out / "ban" / "concept.yaml").resolve())
     meta = _ban_meta(catalog, movies, rec)
     meta_path = out / "ban.json"
-    if meta_path.is_file() and read_json(meta_path) != meta:
+    if meta_path.is_file() and not same_ban(read_json(meta_path), meta):
         if not args.force:
             raise AgloraError(f"{out} holds another ban (ban.json differs); choose another --out "
                               "or pass --force")
