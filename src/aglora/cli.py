@@ -150,6 +150,13 @@ def print_summary(metrics: dict) -> None:
     d = metrics["distinct2"]
     print(f"distinct-2 {_fmt(d['base'])} → {_fmt(d['after'])}; KL(base‖model) neighbours "
           f"{metrics.get('kl_neighbor', float('nan')):.4f}")
+    relearn = metrics.get("relearn")
+    if relearn:
+        ka = relearn["known_accuracy"]
+        print(f"relearning attack: {relearn['steps']} steps on {relearn['n_train']} forget facts "
+              f"bring the other {relearn['n_held']} from {_fmt(ka['after'])} back to "
+              f"{_fmt(ka['relearned'])} known accuracy (base {_fmt(ka['base'])}): "
+              f"{100 * relearn['recovered_share']:.0f} % of the gap recovered")
     verdict = metrics.get("verdict", {})
     if verdict.get("degenerate"):
         print("VERDICT: DEGENERATE — " + "; ".join(verdict["reasons"]))
