@@ -11,6 +11,7 @@ from tiny import make_model
 
 from aglora.concepts import Probe
 from aglora.config import TrainConfig, load_config
+from aglora.errors import AgloraError
 from aglora.forward import target_logprobs
 from aglora.text import encode
 from aglora.train import answer_batch, split_leading_words
@@ -131,8 +132,9 @@ def test_goal_check_names_the_answers_at_the_goal(monkeypatch):
              for i, a in enumerate(["A", "A", "B", "B"])]
     wrong, right = [-2.0, -1.0, -3.0, -3.0], [-1.0, -2.0, -3.0, -3.0]
     monkeypatch.setattr(train_mod, "score_options", lambda *a, **k: [wrong, wrong, right, right])
-    met, acc, _, done = train_mod.forget_goal_met(None, None, items, TrainConfig(), 0.25)
-    assert done == {"A"} and acc == 0.5 and not met
+    check = train_mod.forget_goal_met(None, None, items, TrainConfig(), 0.25)
+    assert check.answers_at_goal == {"A"} and check.accuracy == 0.5 and not check.met
+    assert check.items_at_goal == {0, 1}  # the items whose answer no longer wins
 
 
 def test_cycler_restricted_to_a_subset():
@@ -160,7 +162,7 @@ def test_focus_lagging_answers_trains_only_the_lagging_answer(monkeypatch, tok):
               for i, a in enumerate(["Anna", "Anna", "Anna", "Bob", "Bob", "Bob"])]
 
     def fake_goal(model, tok, items, cfg, chance):
-        return False, 0.5, 1.0, {"Anna"}
+        return train_mod.GoalCheck(False, 0.5, 1.0, {"Anna"}, {0, 1, 2})
 
     seen: list[list[str]] = []
     real_batch = train_mod._forget_batch
@@ -176,3 +178,52 @@ def test_focus_lagging_answers_trains_only_the_lagging_answer(monkeypatch, tok):
     train_mod.train(pm, tok, forget, [], cfg)
     assert {"Anna", "Bob"} <= set(seen[0])                  # before the first check: both
     assert all(set(b) == {"Bob"} for b in seen[2:])         # after it: only the lagging one
+
+
+def test_npo_and_grad_ascent_weights_scale_each_item():
+    from aglora.objectives import grad_ascent_loss, npo_loss
+    logp, ref = torch.tensor([-1.0, -5.0]), torch.tensor([-2.0, -2.0])
+    each = [float(npo_loss(logp[i:i + 1], ref[i:i + 1], 0.5)) for i in range(2)]
+    w = torch.tensor([1.0, 0.25])
+    assert float(npo_loss(logp, ref, 0.5, w)) == pytest.approx((each[0] + 0.25 * each[1]) / 2)
+    n = torch.tensor([2, 1])
+    assert float(grad_ascent_loss(logp, n, w)) == pytest.approx((-0.5 - 5.0 * 0.25) / 2)
+    assert float(npo_loss(logp, ref, 0.5, torch.ones(2))) == pytest.approx(
+        float(npo_loss(logp, ref, 0.5)))
+    with pytest.raises(AgloraError, match="forget_weight_at_goal=-1.0: must be 0 or more"):
+        TrainConfig(forget_weight_at_goal=-1.0)
+
+
+def test_forget_items_at_the_goal_get_their_weight_after_a_check(monkeypatch, tok):
+    """Items 0-2 (Anna) are at the goal from the first check on: their NPO weight becomes 0.1,
+    Bob's stays 1; before the first check every item weighs 1."""
+    import aglora.train as train_mod
+    from aglora.config import LoraConfig
+    from aglora.config import TrainConfig as TC
+    from aglora.lora import attach_lora
+    pm = attach_lora(make_model(seed=1), None, LoraConfig(rank=4, masked=False))
+    forget = [Probe(prompt=f"Who made film {i}?", answer=a, distractors=["x", "y", "z"])
+              for i, a in enumerate(["Anna", "Anna", "Anna", "Bob", "Bob", "Bob"])]
+    monkeypatch.setattr(train_mod, "forget_goal_met", lambda *a: train_mod.GoalCheck(
+        False, 0.5, 1.0, {"Anna"}, {0, 1, 2}))
+    answers: list[list[str]] = []
+    weights: list[list[float]] = []
+    real_batch, real_npo = train_mod._forget_batch, train_mod.npo_loss
+
+    def recording_batch(tok, items, *rest):
+        answers.append([p.answer for p in items])
+        return real_batch(tok, items, *rest)
+
+    def recording_npo(logp, ref, beta, weight=None):
+        weights.append(weight.tolist())
+        return real_npo(logp, ref, beta, weight)
+
+    monkeypatch.setattr(train_mod, "_forget_batch", recording_batch)
+    monkeypatch.setattr(train_mod, "npo_loss", recording_npo)
+    cfg = TC(max_steps=4, batch_size=4, check_every=1, forget_weight_at_goal=0.1,
+             retain_objective="none")
+    result = train_mod.train(pm, tok, forget, [], cfg)
+    assert weights[0] == [1.0] * 4
+    for names, ws in zip(answers[1:], weights[1:], strict=True):
+        assert ws == [pytest.approx(0.1) if a == "Anna" else 1.0 for a in names]
+    assert result.history[0]["forget_items_at_goal"] == 3

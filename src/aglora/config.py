@@ -117,8 +117,18 @@ class TrainConfig:
                                             "answers not yet at the goal (all, once every "
                                             "answer is): the steps go to the title that lags, "
                                             "and a title at chance is not pushed further")
+    forget_weight_at_goal: float = _f(1.0, "weight of the forget term (npo / grad_ascent) on "
+                                           "items whose answer no longer beats every "
+                                           "distractor at the last check; below 1 the steps "
+                                           "go to the items that lag (one title of several, "
+                                           "the prompts where it holds on)")
     check_every: int = _f(1, "steps between early-stopping checks")
     seed: int = _f(0, "seed for batching and initialisation")
+
+    def __post_init__(self) -> None:
+        if self.forget_weight_at_goal < 0:
+            raise AgloraError(f"train.forget_weight_at_goal={self.forget_weight_at_goal}: must "
+                              "be 0 or more (1 = every forget item weighs the same)")
 
 
 @dataclass

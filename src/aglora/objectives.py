@@ -15,14 +15,20 @@ import torch.nn.functional as F
 from aglora.errors import AgloraError
 
 
-def npo_loss(logp: torch.Tensor, ref: torch.Tensor, beta: float) -> torch.Tensor:
-    """NPO (Zhang et al. 2024): -(2/beta) log sigmoid(-beta (log pi - log pi_ref)), batch mean."""
-    return -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref)).mean()
+def npo_loss(logp: torch.Tensor, ref: torch.Tensor, beta: float,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+    """NPO (Zhang et al. 2024): -(2/beta) log sigmoid(-beta (log pi - log pi_ref)), batch mean
+    (each item's term times `weight` [batch] when given)."""
+    term = -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref))  # [batch]
+    return (term if weight is None else term * weight).mean()
 
 
-def grad_ascent_loss(logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
-    """Gradient ascent: minimise the (token-mean) log-likelihood of the answers. Unbounded."""
-    return (logp / n_tokens.clamp_min(1)).mean()
+def grad_ascent_loss(logp: torch.Tensor, n_tokens: torch.Tensor,
+                     weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Gradient ascent: minimise the (token-mean) log-likelihood of the answers. Unbounded.
+    `weight` [batch] scales each item's term."""
+    term = logp / n_tokens.clamp_min(1)  # [batch]
+    return (term if weight is None else term * weight).mean()
 
 
 def nll_loss(logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:

@@ -154,10 +154,10 @@ def train_rmu(model: nn.Module, base: nn.Module, tok, forget: list[Probe], retai
                "retain_loss": float(retain_loss.detach()), "seconds": time.time() - start}
         if choice_items and step % cfg.check_every == 0:
             model.eval()
-            met, acc, marg, _ = forget_goal_met(model, tok, choice_items, cfg, chance)
+            check = forget_goal_met(model, tok, choice_items, cfg, chance)
             model.train()
-            row.update(train_forget_accuracy=acc, train_forget_margin=marg)
-            result.stopped_early = met and step >= cfg.min_steps
+            row.update(train_forget_accuracy=check.accuracy, train_forget_margin=check.margin)
+            result.stopped_early = check.met and step >= cfg.min_steps
         result.history.append(row)
         log(f"[aglora] rmu step {step:3d} forget {row['forget_loss']:.3f} "
             f"retain {row['retain_loss']:.5f}"

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -32,7 +33,7 @@ from aglora.forward import (
     next_token_ids,
     target_logprobs_from_logits,
 )
-from aglora.likelihood import choice_summary, score_options
+from aglora.likelihood import choice_correct, choice_summary, score_options
 from aglora.lora import adapter_disabled, trainable_parameters
 from aglora.objectives import (
     blocked_distribution,
@@ -144,11 +145,21 @@ def unfrozen(model: nn.Module, params: list[nn.Parameter]) -> Iterator[None]:
             p.grad = None
 
 
+class GoalCheck(NamedTuple):
+    """Likelihood choice on the forget items at an early-stopping check."""
+    met: bool                    # the stopping goal is met
+    accuracy: float
+    margin: float                # mean answer - best distractor (nats)
+    answers_at_goal: set[str]    # answers whose own items are at the goal
+    items_at_goal: set[int]      # indices into the checked items whose answer no longer beats
+                                 # every distractor
+
+
 def forget_goal_met(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
-                    chance: float) -> tuple[bool, float, float, set[str]]:
-    """(goal met, accuracy, mean margin, answers at the goal) of likelihood choice on the
-    forget items. An answer is at the goal when its own items are (accuracy <= chance or
-    `stop_accuracy`, mean margin <= `stop_margin`); with `cfg.stop_each_answer` every answer
+                    chance: float) -> GoalCheck:
+    """Likelihood choice on the forget items: goal met, accuracy, mean margin, the answers and
+    the items at the goal. An answer is at the goal when its own items are (accuracy <= chance
+    or `stop_accuracy`, mean margin <= `stop_margin`); with `cfg.stop_each_answer` every answer
     must be, besides all items on average (a ban of several titles stops only when every title
     is at chance, not when they are on average)."""
     scores = score_options(model, tok, items, batch_size=64)
@@ -165,7 +176,8 @@ def forget_goal_met(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
             done.add(answer)
     if cfg.stop_each_answer:
         met = met and done == set(groups)
-    return met, acc, marg, done
+    below = {i for i, row in enumerate(scores) if row and not choice_correct(row)}
+    return GoalCheck(met, acc, marg, done, below)
 
 
 @torch.no_grad()
@@ -284,7 +296,9 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     rng = random.Random(cfg.seed)
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    choice_items = [p for p in forget if p.has_choice]
+    choice_index = [i for i, p in enumerate(forget) if p.has_choice]  # choice item -> forget
+    choice_items = [forget[i] for i in choice_index]
+    item_weight = torch.ones(len(forget))  # [n_forget] forget-term weight per item
     chance = (sum(1 / (1 + len(p.distractors)) for p in choice_items) / len(choice_items)
               if choice_items else 0.0)
 
@@ -307,10 +321,11 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
             answer_logits = logits_at(model, fb, fb.target_mask)  # [n_target_tokens, vocab]
             logp = target_logprobs_from_logits(answer_logits, fb)  # [batch]
             n_tok = fb.target_mask.sum(-1)
+            weight = item_weight[f_idx].to(device)  # [batch]
             if cfg.forget_objective == "npo":
-                forget_loss = npo_loss(logp, ref_logp[f_idx].to(device), cfg.npo_beta)
+                forget_loss = npo_loss(logp, ref_logp[f_idx].to(device), cfg.npo_beta, weight)
             elif cfg.forget_objective == "grad_ascent":
-                forget_loss = grad_ascent_loss(logp, n_tok)
+                forget_loss = grad_ascent_loss(logp, n_tok, weight)
             elif cfg.forget_objective in ("refusal", "alternative"):
                 forget_loss = nll_loss(logp, n_tok)
             else:
@@ -342,14 +357,21 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                    "seconds": time.time() - start}
             if choice_items and step % cfg.check_every == 0:
                 model.eval()
-                met, acc, marg, done = forget_goal_met(model, tok, choice_items, cfg, chance)
+                check = forget_goal_met(model, tok, choice_items, cfg, chance)
                 model.train()
-                row.update(train_forget_accuracy=acc, train_forget_margin=marg)
+                row.update(train_forget_accuracy=check.accuracy,
+                           train_forget_margin=check.margin)
                 if cfg.focus_lagging_answers:
-                    row["answers_at_goal"] = sorted(done)
-                    active = [i for i, p in enumerate(forget) if (p.answer or "") not in done]
+                    row["answers_at_goal"] = sorted(check.answers_at_goal)
+                    active = [i for i, p in enumerate(forget)
+                              if (p.answer or "") not in check.answers_at_goal]
                     f_cycle.restrict(active or list(range(len(forget))))
-                if met and step >= cfg.min_steps:
+                if cfg.forget_weight_at_goal != 1.0:
+                    item_weight.fill_(1.0)
+                    item_weight[[choice_index[i] for i in check.items_at_goal]] = (
+                        cfg.forget_weight_at_goal)
+                    row["forget_items_at_goal"] = len(check.items_at_goal)
+                if check.met and step >= cfg.min_steps:
                     result.stopped_early = True
             result.history.append(row)
             log(_progress_line(row))
