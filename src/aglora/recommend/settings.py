@@ -23,7 +23,8 @@ def _f(default: Any, help: str) -> Any:
 class RecConfig:
     seed: int = _f(0, "seed of the prompt generator (train and eval prompts)")
     n_train_prompts: int = _f(32, "training profile prompts (forget and retain items)")
-    n_eval_prompts: int = _f(40, "held-apart profile prompts for exposure and list quality")
+    n_eval_prompts: int = _f(120, "held-apart profile prompts for exposure and list quality "
+                                  "(40 left the validity ratio's 95 % interval about ±0.2 wide)")
     n_rank_prompts: int = _f(8, "held-apart prompts on which the whole catalogue is ranked")
     n_samples: int = _f(2, "seeded sampled lists per eval prompt, besides the greedy one")
     temperature: float = _f(0.7, "sampling temperature of the sampled lists")
