@@ -51,23 +51,24 @@ def validity(gens: list[list[str]], matcher: TitleMatcher, distinct: bool = Fals
     five times, so one swapped title moves the per-line share by five items). `leave_out`:
     catalogue keys (normalised titles) whose items are not counted at all.
     """
-    items = []
+    counts = validity_counts(gens, matcher, leave_out, distinct)
+    valid, items = sum(v for v, _ in counts), sum(n for _, n in counts)
+    return (valid / items if items else float("nan"), items)
+
+
+def validity_counts(gens: list[list[str]], matcher: TitleMatcher,
+                    leave_out: frozenset[str] | set[str] = frozenset(),
+                    distinct: bool = False) -> list[tuple[int, int]]:
+    """Per prompt: (catalogue-title items, all items) over its lists, `leave_out` not counted;
+    distinct=True counts each item text once per list."""
+    out = []
     for gs in gens:
+        keys = []
         for g in gs:
             pairs = matcher.items(g)
             if distinct:
                 pairs = list({" ".join(normalize(i).split()): (i, k) for i, k in pairs}.values())
-            items += [key for _, key in pairs if key not in leave_out]
-    return (sum(k is not None for k in items) / len(items) if items else float("nan"),
-            len(items))
-
-
-def validity_counts(gens: list[list[str]], matcher: TitleMatcher,
-                    leave_out: frozenset[str] | set[str] = frozenset()) -> list[tuple[int, int]]:
-    """Per prompt: (catalogue-title items, all items) over its lists, `leave_out` not counted."""
-    out = []
-    for gs in gens:
-        keys = [k for g in gs for _, k in matcher.items(g) if k not in leave_out]
+            keys += [k for _, k in pairs if k not in leave_out]
         out.append((sum(k is not None for k in keys), len(keys)))
     return out
 
