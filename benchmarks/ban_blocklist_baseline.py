@@ -11,8 +11,8 @@ titles even here, the validity drop is the base model's, not the adapter's. List
 on the held-apart prompts of `aglora ban`, with its sampler, seeds and settings (greedy + seeded
 samples, temperature, length), so every list is comparable one to one with `aglora ban`'s.
 `--run DIR` adds the lists of finished ban runs (their adapters) on the same prompts;
-`--eval-prompts N` measures on N prompts instead of the ban's 40 (the first 40 are the same),
-which narrows the bootstrap interval of the validity ratio. Prints a table.
+`--eval-prompts N` measures on N prompts instead of the ban's default 120 (the first N are the
+same prompts); fewer widen the bootstrap interval of the validity ratio. Prints a table.
 A blocklist does not change the model, so it moves no likelihood rank: it stops exposure in
 generated text only, and a paraphrased or misspelled title passes it.
 """
@@ -90,7 +90,7 @@ def main() -> None:
     rows = [("base", base, time.time() - start)]  # near 0 s when the base lists are cached
     bad = banned_token_sequences(tok, [m.title for m in movies])
     start = time.time()
-    blocked = generate_blocked(model, tok, eval_prompts, rec, bad)
+    blocked = generate_lists(model, tok, eval_prompts, rec, "blocked", blocked=bad)
     rows.append(("base, titles blocked at decoding", blocked, time.time() - start))
     for run in args.run:
         start = time.time()
@@ -120,16 +120,6 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, gens, seconds in rows:
         print(row(name, gens, seconds))
-
-
-def generate_blocked(model, tok, prompts, rec: RecConfig, bad: list[list[int]]
-                     ) -> list[list[str]]:
-    """`aglora ban`'s lists (same sampler and seeds) with the banned sequences blocked."""
-    from aglora.concepts import Probe
-    from aglora.generation import generate
-    probes = [Probe(prompt=p.text, id=p.id) for p in prompts]
-    return generate(model, tok, probes, rec.n_samples, rec.temperature, rec.max_new_tokens,
-                    rec.seed_gen, rec.gen_batch, desc="lists (blocked)", blocked=bad)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,13 @@ from aglora.recommend.settings import RecConfig
 
 
 def generate_lists(model: nn.Module, tok, prompts: list[RecPrompt], cfg: RecConfig,
-                   label: str) -> list[list[str]]:
-    """[greedy, sample_1..sample_n] per prompt (seeded, same seeds for base and after)."""
+                   label: str, blocked: list[list[int]] | None = None) -> list[list[str]]:
+    """[greedy, sample_1..sample_n] per prompt (seeded, same seeds for base and after);
+    `blocked`: token sequences the decoder may not produce (a decode-time blocklist)."""
     from aglora.generation import generate
     probes = [Probe(prompt=p.text, id=p.id) for p in prompts]
     return generate(model, tok, probes, cfg.n_samples, cfg.temperature, cfg.max_new_tokens,
-                    cfg.seed_gen, cfg.gen_batch, desc=f"lists ({label})")
+                    cfg.seed_gen, cfg.gen_batch, desc=f"lists ({label})", blocked=blocked)
 
 
 def rank_catalogue(model: nn.Module, tok, prompts: list[RecPrompt], catalog: Catalog,
