@@ -28,8 +28,7 @@ from pathlib import Path
 import torch
 
 from aglora.config import ModelConfig
-from aglora.hostspeed import speed_line
-from aglora.models import load_model
+from aglora.model.load import load_model
 from aglora.recommend.ban import resolve_items
 from aglora.recommend.catalog import load_catalog
 from aglora.recommend.matcher import TitleMatcher, normalize
@@ -43,6 +42,7 @@ from aglora.recommend.metrics import (
 )
 from aglora.recommend.prompts import make_prompts
 from aglora.recommend.settings import RecConfig
+from aglora.runtime.hostspeed import speed_line
 
 
 def banned_token_sequences(tok, titles: list[str]) -> list[list[int]]:
@@ -58,7 +58,7 @@ def banned_token_sequences(tok, titles: list[str]) -> list[list[int]]:
 
 def adapter_lists(run: Path, prompts, rec: RecConfig) -> list[list[str]]:
     """Lists of a finished ban run's adapter on `prompts` (a fresh base model each time)."""
-    from aglora.lora import load_adapter
+    from aglora.model.adapter import load_adapter
     model, tok = load_model(ModelConfig())
     peft_model = load_adapter(model, run / "adapter")
     peft_model.eval()

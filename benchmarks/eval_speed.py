@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 
 from aglora.config import apply_overrides, config_from_dict, config_to_dict
-from aglora.evaluate import evaluate, kl_between, measure
-from aglora.hostspeed import speed_line
-from aglora.lora import adapter_disabled, merged_copy
-from aglora.pipeline import eval_probes, reopen_run
+from aglora.model.adapter import adapter_disabled, merged_copy
+from aglora.pipeline.eval.evaluate import evaluate
+from aglora.pipeline.eval.sides import kl_between, measure
+from aglora.pipeline.run import eval_probes, reopen_run
+from aglora.runtime.hostspeed import speed_line
 
 
 def main() -> None:

@@ -29,19 +29,19 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from aglora.bench import PeakMemory, release_memory
+from aglora.bench.memory import PeakMemory, release_memory
 from aglora.concepts import Probe, load_concept
 from aglora.config import LoraConfig, MaskConfig, ModelConfig, TrainConfig
-from aglora.forward import target_logprobs
-from aglora.generation import generate
-from aglora.likelihood import score_options_with_lengths
-from aglora.lora import attach_lora
-from aglora.masks import NeuronMask, select
-from aglora.models import mlp_layers
-from aglora.record import record
-from aglora.scoring import compute_scores
-from aglora.text import encode
-from aglora.train import train
+from aglora.model.adapter import attach_lora
+from aglora.model.decode import generate
+from aglora.model.forward import target_logprobs
+from aglora.model.likelihood import score_options_with_lengths
+from aglora.model.neurons import NeuronMask, mlp_layers
+from aglora.model.tokens import encode
+from aglora.pipeline.mask import select
+from aglora.pipeline.record import record
+from aglora.pipeline.score import compute_scores
+from aglora.pipeline.train.loop import train
 
 
 def _sync(device: torch.device) -> None:
@@ -173,7 +173,7 @@ def machine_line(device: torch.device) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        from aglora.hostspeed import speed_index
+        from aglora.runtime.hostspeed import speed_index
         speed = speed_index()
         name = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} "
                 f"threads, matmul {speed['gflops_1_thread']:.0f} GFLOPS at 1 thread "
@@ -190,7 +190,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=64, help="neurons in the mask")
     parser.add_argument("--gen-tokens", type=int, default=16)
     args = parser.parse_args()
-    from aglora.models import load_model
+    from aglora.model.load import load_model
     model, tok = load_model(ModelConfig())
     concept = load_concept("builtin:inception")
     rows = measure(model, tok, concept.forget, concept.retain, concept.eval_probes(), args.steps,

@@ -184,7 +184,7 @@ def test_run_from_an_earlier_version_is_the_same_run(tmp_path):
     import yaml
 
     from aglora.config import RunConfig, dump_config
-    from aglora.pipeline import open_run
+    from aglora.pipeline.run import open_run
     out = tmp_path / "run"
     open_run(RunConfig(), out)
     saved = yaml.safe_load((out / "config.yaml").read_text())
@@ -203,7 +203,7 @@ def test_run_from_an_earlier_version_is_the_same_run(tmp_path):
 
 
 def test_summary_prints_the_relearning_attack(capsys):
-    from aglora.cli import print_summary
+    from aglora.cli.summary import print_summary
 
     group = {"n_known": 4, "chance": 0.25, "known_accuracy": {"base": 1.0, "after": 0.25},
              "leak_rate": {"base": 0.5, "after": 0.0}}

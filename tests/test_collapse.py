@@ -9,9 +9,9 @@ from tiny import make_model, make_tokenizer
 
 from aglora.concepts import Probe
 from aglora.config import EvalConfig, LoraConfig, TrainConfig
-from aglora.evaluate import evaluate
-from aglora.lora import attach_lora
-from aglora.train import train
+from aglora.model.adapter import attach_lora
+from aglora.pipeline.eval.evaluate import evaluate
+from aglora.pipeline.train.loop import train
 
 
 def test_one_word_model_is_called_degenerate():

@@ -25,11 +25,11 @@ from aglora.controlled.forget_quality import (
     truth_ratio_score,
 )
 from aglora.controlled.implant import ensure_implanted, finetune, load_implanted
-from aglora.controlled.methods import METHODS
+from aglora.controlled.methods import run_method
 from aglora.controlled.settings import ControlledConfig, ImplantConfig, MethodSettings
 from aglora.errors import AgloraError
-from aglora.forward import target_logprobs
-from aglora.text import encode
+from aglora.model.forward import target_logprobs
+from aglora.model.tokens import encode
 
 
 def tiny_loader():
@@ -274,7 +274,7 @@ def test_cached_weights_for_another_model_are_refused(tmp_path):
 def test_track_methods_are_the_shared_registry():
     from aglora.controlled.settings import KNOWN_METHODS
     from aglora.methods import METHODS as SHARED
-    assert set(KNOWN_METHODS) == set(SHARED) == set(METHODS)
+    assert set(KNOWN_METHODS) == set(SHARED)
 
 
 def test_track_settings_become_each_methods_run_config():
@@ -302,7 +302,7 @@ def test_each_trained_method_lowers_the_forget_answers(name):
     before = _logp(model, tok, forget)
     settings = MethodSettings(steps=4, batch_size=4, lora_lr=5e-2, full_lr=5e-3, k=16,
                               record_retain=4)
-    out = METHODS[name](model, tok, forget, retain, settings, lambda s: None)
+    out = run_method(name, model, tok, forget, retain, settings, lambda s: None)
     after = _logp(out.model, tok, forget)
     assert out.steps == 4 and out.trainable_params > 0
     assert float(after.mean()) < float(before.mean())
@@ -318,7 +318,7 @@ def test_rmu_and_act_edit_change_the_model_not_the_input(name):
     retain = [q.question for q in cat.questions if q.question.split != "forget"][:4]
     model, tok = tiny_loader()
     before = _logp(model, tok, forget)
-    out = METHODS[name](model, tok, forget, retain,
+    out = run_method(name, model, tok, forget, retain,
                         MethodSettings(steps=3, batch_size=4, k=16, record_retain=4,
                                        full_lr=5e-3), lambda s: None)
     assert (_logp(out.model, tok, forget) - before).abs().max() > 1e-3
@@ -350,7 +350,7 @@ def test_track_writes_outputs_and_resumes_per_method(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("should have been skipped")
 
-    monkeypatch.setitem(track_mod.METHODS, "plain_lora", boom)
+    monkeypatch.setattr(track_mod.methods, "run_method", boom)
     monkeypatch.setattr(track_mod, "evaluate_model", boom)
     again = track_mod.run_controlled(_tiny_cfg(), out, tiny_loader, cache, quiet)
     assert again["methods"]["plain_lora"]["eval"] == row["eval"]

@@ -12,14 +12,14 @@ from conftest import FORGET
 from aglora.concepts import Probe, load_concept
 from aglora.config import TrainConfig
 from aglora.errors import AgloraError
-from aglora.generation import generate, generation_context
-from aglora.likelihood import _tokenize
-from aglora.train import _forget_batch
+from aglora.model.decode import generate, generation_context
+from aglora.model.likelihood import _tokenize
+from aglora.pipeline.train.targets import forget_batch
 
 
 def test_training_and_evaluation_share_the_chat_template(tok):
     probe = Probe(**FORGET[0])
-    train_batch = _forget_batch(tok, [probe], TrainConfig(forget_objective="npo"), [], [],
+    train_batch = forget_batch(tok, [probe], TrainConfig(forget_objective="npo"), [], [],
                                 random.Random(0))
     ctx_ids, option_ids = _tokenize(tok, probe)  # what evaluation scores
     n = int(train_batch.attention_mask.sum())

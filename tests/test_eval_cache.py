@@ -8,11 +8,12 @@ import torch
 from conftest import FORGET, RETAIN
 from tiny import make_model, make_tokenizer
 
-import aglora.evaluate as evaluate_mod
+import aglora.pipeline.eval.evaluate as evaluate_mod
+import aglora.pipeline.eval.sides as sides_mod
 from aglora.concepts import Probe
 from aglora.config import EvalConfig, LoraConfig
-from aglora.lora import attach_lora, merged_copy
-from aglora.masks import NeuronMask
+from aglora.model.adapter import attach_lora, merged_copy
+from aglora.model.neurons import NeuronMask
 
 
 def _adapted():
@@ -62,6 +63,7 @@ def test_base_side_comes_from_the_cache_on_a_rerun(monkeypatch):
         return real_measure(model, tok, probes, cfg, gen_mask, label, *rest)
 
     monkeypatch.setattr(evaluate_mod, "measure", counting)
+    monkeypatch.setattr(sides_mod, "measure", counting)
     again, _ = evaluate_mod.evaluate(pm, tok, probes, cfg)
     assert calls == ["after"]
     def same(m: dict) -> str:  # NaN-safe comparison
@@ -81,7 +83,7 @@ def test_base_side_comes_from_the_cache_on_a_rerun(monkeypatch):
 
 
 def test_weights_digest_follows_base_weight_changes_only():
-    from aglora.models import weights_digest
+    from aglora.model.identity import weights_digest
 
     pm = _adapted()
     first = weights_digest(pm)

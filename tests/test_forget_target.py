@@ -12,9 +12,10 @@ from tiny import make_model
 from aglora.concepts import Probe
 from aglora.config import TrainConfig, load_config
 from aglora.errors import AgloraError
-from aglora.forward import target_logprobs
-from aglora.text import encode
-from aglora.train import answer_batch, split_leading_words
+from aglora.model.forward import target_logprobs
+from aglora.model.tokens import encode
+from aglora.pipeline.train.stopping import GoalCheck
+from aglora.pipeline.train.targets import answer_batch, split_leading_words
 
 
 @pytest.mark.parametrize("answer, words, expected", [
@@ -58,14 +59,15 @@ def test_skip_leading_is_a_config_list():
 
 
 def test_blocked_distribution_by_hand():
-    from aglora.objectives import blocked_distribution
+    from aglora.pipeline.train.reference import blocked_distribution
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]))
     target = blocked_distribution(logits, torch.tensor([0, 1]))
     torch.testing.assert_close(target, torch.tensor([[0.0, 0.5, 0.5], [0.25, 0.0, 0.75]]))
 
 
 def test_others_kl_ignores_the_answer_logit_and_is_zero_at_the_base():
-    from aglora.objectives import blocked_distribution, others_kl_loss
+    from aglora.pipeline.train.objectives import others_kl_loss
+    from aglora.pipeline.train.reference import blocked_distribution
     base = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]))
     answer = torch.tensor([0, 1])
     target = blocked_distribution(base, answer)
@@ -85,10 +87,11 @@ def test_others_kl_term_in_training(tok):
     log 4 (= -(2/beta) log sigmoid(0) at beta 1); with the term, other tokens at the answer
     positions move less than without it."""
     from aglora.config import LoraConfig
-    from aglora.forward import logits_at, next_token_ids
-    from aglora.lora import attach_lora
-    from aglora.objectives import blocked_distribution, others_kl_loss
-    from aglora.train import train
+    from aglora.model.adapter import attach_lora
+    from aglora.model.forward import logits_at, next_token_ids
+    from aglora.pipeline.train.loop import train
+    from aglora.pipeline.train.objectives import others_kl_loss
+    from aglora.pipeline.train.reference import blocked_distribution
     forget = [Probe(prompt="Tell me a fact.", prefix="Fact:", answer="The capital of France")]
     batch = answer_batch(tok, forget, ["The"])
     drift = {}
@@ -112,7 +115,7 @@ def test_others_kl_term_in_training(tok):
 def test_stop_each_answer_needs_every_answer_at_the_goal(monkeypatch):
     """Overall accuracy 0.25 (at chance) but answer B still at 0.5: the averaged rule stops,
     the per-answer rule does not; once B is at chance too, both stop."""
-    import aglora.train as train_mod
+    import aglora.pipeline.train.stopping as train_mod
     items = [Probe(prompt=f"q{i}", answer=a, distractors=["x", "y", "z"])
              for i, a in enumerate(["A", "A", "A", "A", "B", "B"])]
     wrong, right = [-2.0, -1.0, -3.0, -3.0], [-1.0, -2.0, -3.0, -3.0]  # answer score first
@@ -127,7 +130,7 @@ def test_stop_each_answer_needs_every_answer_at_the_goal(monkeypatch):
 
 
 def test_goal_check_names_the_answers_at_the_goal(monkeypatch):
-    import aglora.train as train_mod
+    import aglora.pipeline.train.stopping as train_mod
     items = [Probe(prompt=f"q{i}", answer=a, distractors=["x", "y", "z"])
              for i, a in enumerate(["A", "A", "B", "B"])]
     wrong, right = [-2.0, -1.0, -3.0, -3.0], [-1.0, -2.0, -3.0, -3.0]
@@ -140,8 +143,8 @@ def test_goal_check_names_the_answers_at_the_goal(monkeypatch):
 def test_cycler_restricted_to_a_subset():
     import random
 
-    from aglora.train import _Cycler
-    cycler = _Cycler(6, 4, random.Random(0))
+    from aglora.pipeline.train.loop import Cycler
+    cycler = Cycler(6, 4, random.Random(0))
     first = cycler.next()
     assert len(set(first)) == 4
     cycler.restrict([1, 4])
@@ -153,26 +156,27 @@ def test_cycler_restricted_to_a_subset():
 
 def test_focus_lagging_answers_trains_only_the_lagging_answer(monkeypatch, tok):
     """Answer A is at the goal from the first check on: later forget batches hold only B."""
-    import aglora.train as train_mod
+    import aglora.pipeline.train.loop as train_mod
+    import aglora.pipeline.train.objectives as obj_mod
     from aglora.config import LoraConfig
     from aglora.config import TrainConfig as TC
-    from aglora.lora import attach_lora
+    from aglora.model.adapter import attach_lora
     pm = attach_lora(make_model(seed=1), None, LoraConfig(rank=4, masked=False))
     forget = [Probe(prompt=f"Who made film {i}?", answer=a, distractors=["x", "y", "z"])
               for i, a in enumerate(["Anna", "Anna", "Anna", "Bob", "Bob", "Bob"])]
 
     def fake_goal(model, tok, items, cfg, chance):
-        return train_mod.GoalCheck(False, 0.5, 1.0, {"Anna"}, {0, 1, 2})
+        return GoalCheck(False, 0.5, 1.0, {"Anna"}, {0, 1, 2})
 
     seen: list[list[str]] = []
-    real_batch = train_mod._forget_batch
+    real_batch = obj_mod.forget_batch
 
     def recording(tok, items, *rest):
         seen.append([p.answer for p in items])
         return real_batch(tok, items, *rest)
 
     monkeypatch.setattr(train_mod, "forget_goal_met", fake_goal)
-    monkeypatch.setattr(train_mod, "_forget_batch", recording)
+    monkeypatch.setattr(obj_mod, "forget_batch", recording)
     cfg = TC(max_steps=4, batch_size=4, check_every=1, focus_lagging_answers=True,
              retain_objective="none")
     train_mod.train(pm, tok, forget, [], cfg)
@@ -181,7 +185,7 @@ def test_focus_lagging_answers_trains_only_the_lagging_answer(monkeypatch, tok):
 
 
 def test_npo_and_grad_ascent_weights_scale_each_item():
-    from aglora.objectives import grad_ascent_loss, npo_loss
+    from aglora.pipeline.train.objectives import grad_ascent_loss, npo_loss
     logp, ref = torch.tensor([-1.0, -5.0]), torch.tensor([-2.0, -2.0])
     each = [float(npo_loss(logp[i:i + 1], ref[i:i + 1], 0.5)) for i in range(2)]
     w = torch.tensor([1.0, 0.25])
@@ -197,18 +201,19 @@ def test_npo_and_grad_ascent_weights_scale_each_item():
 def test_forget_items_at_the_goal_get_their_weight_after_a_check(monkeypatch, tok):
     """Items 0-2 (Anna) are at the goal from the first check on: their NPO weight becomes 0.1,
     Bob's stays 1; before the first check every item weighs 1."""
-    import aglora.train as train_mod
+    import aglora.pipeline.train.loop as train_mod
+    import aglora.pipeline.train.objectives as obj_mod
     from aglora.config import LoraConfig
     from aglora.config import TrainConfig as TC
-    from aglora.lora import attach_lora
+    from aglora.model.adapter import attach_lora
     pm = attach_lora(make_model(seed=1), None, LoraConfig(rank=4, masked=False))
     forget = [Probe(prompt=f"Who made film {i}?", answer=a, distractors=["x", "y", "z"])
               for i, a in enumerate(["Anna", "Anna", "Anna", "Bob", "Bob", "Bob"])]
-    monkeypatch.setattr(train_mod, "forget_goal_met", lambda *a: train_mod.GoalCheck(
+    monkeypatch.setattr(train_mod, "forget_goal_met", lambda *a: GoalCheck(
         False, 0.5, 1.0, {"Anna"}, {0, 1, 2}))
     answers: list[list[str]] = []
     weights: list[list[float]] = []
-    real_batch, real_npo = train_mod._forget_batch, train_mod.npo_loss
+    real_batch, real_npo = obj_mod.forget_batch, obj_mod.npo_loss
 
     def recording_batch(tok, items, *rest):
         answers.append([p.answer for p in items])
@@ -218,8 +223,8 @@ def test_forget_items_at_the_goal_get_their_weight_after_a_check(monkeypatch, to
         weights.append(weight.tolist())
         return real_npo(logp, ref, beta, weight)
 
-    monkeypatch.setattr(train_mod, "_forget_batch", recording_batch)
-    monkeypatch.setattr(train_mod, "npo_loss", recording_npo)
+    monkeypatch.setattr(obj_mod, "forget_batch", recording_batch)
+    monkeypatch.setattr(obj_mod, "npo_loss", recording_npo)
     cfg = TC(max_steps=4, batch_size=4, check_every=1, forget_weight_at_goal=0.1,
              retain_objective="none")
     result = train_mod.train(pm, tok, forget, [], cfg)

@@ -13,9 +13,9 @@ from tiny import make_model
 from aglora.concepts import Probe
 from aglora.config import LoraConfig, TrainConfig
 from aglora.errors import AgloraError
-from aglora.lora import attach_lora, count_parameters, load_adapter, save_adapter
-from aglora.masks import NeuronMask
-from aglora.train import train
+from aglora.model.adapter import attach_lora, count_parameters, load_adapter, save_adapter
+from aglora.model.neurons import NeuronMask
+from aglora.pipeline.train.loop import train
 
 FORGET = [Probe(prompt="Who directed Inception?", prefix="It was directed by",
                 answer="Christopher Nolan", distractors=["James Cameron"])]
@@ -142,7 +142,7 @@ def test_plain_lora_on_all_layers(tok):
 @pytest.mark.parametrize("retain_objective", ["kl", "nll", "kl+nll"])
 def test_retain_objectives_reduce_their_own_loss(tok, retain_objective):
     """With the retain term dominating, training lowers the retain loss it optimises."""
-    from aglora.train import train
+    from aglora.pipeline.train.loop import train
 
     torch.manual_seed(0)
     pm = attach_lora(make_model(), _mask(), LoraConfig(modules=["down_proj"], rank=4))
@@ -159,7 +159,7 @@ def test_retain_objectives_reduce_their_own_loss(tok, retain_objective):
 
 def test_cached_base_logits_give_the_same_training(tok, monkeypatch):
     """The retain items' base logits, computed once, give the losses of per-step computation."""
-    import aglora.train as train_mod
+    import aglora.pipeline.train.reference as train_mod
 
     retain = RETAIN + [Probe(prompt="Name a film by Ridley Scott.", answer="Alien",
                              split="neighbor"),
@@ -181,8 +181,8 @@ def test_cached_base_logits_give_the_same_training(tok, monkeypatch):
 
 
 def test_cached_base_logits_split_per_item(tok):
-    from aglora.text import encode
-    from aglora.train import cached_base_logits
+    from aglora.model.tokens import encode
+    from aglora.pipeline.train.reference import cached_base_logits
 
     model = make_model()
     items = RETAIN + [Probe(prompt="Name a film by Ridley Scott.", answer="Alien")]

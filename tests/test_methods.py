@@ -9,11 +9,13 @@ from tiny import make_model
 from aglora.concepts import load_concept
 from aglora.config import RunConfig, TrainConfig
 from aglora.errors import AgloraError
-from aglora.methods import METHODS, MethodInputs, apply_method, get_method, random_mask
-from aglora.models import mlp_layers
-from aglora.record import capture_neurons
-from aglora.rmu import RmuConfig
-from aglora.text import encode
+from aglora.methods import METHODS, apply_method, get_method
+from aglora.methods.base import MethodInputs
+from aglora.methods.lora import random_mask
+from aglora.methods.rmu import RmuConfig
+from aglora.model.adapter import standalone_copy
+from aglora.model.neurons import capture_neurons, mlp_layers
+from aglora.model.tokens import encode
 
 N_LAYERS, D_FF = 3, 48
 
@@ -172,7 +174,7 @@ def test_act_edit_mean_mode_clamps_to_retain_mean(tok, concept_path):
 def test_attack_copy_is_standalone(tok, concept_path):
     inp = _inputs(concept_path)
     res = apply_method("ag_lora", make_model(), tok, inp)
-    attacked = res.attack_copy()
+    attacked = standalone_copy(res.after)
     assert not hasattr(attacked, "disable_adapter")
     batch = encode(tok, inp.concept.forget, ["a"] * len(inp.concept.forget))
     with torch.no_grad():
@@ -202,7 +204,7 @@ def test_method_works_on_the_callers_copy(name, tok, concept_path):
 
 
 def test_unfrozen_restores_eval_mode_and_frozen_weights_even_on_error():
-    from aglora.train import unfrozen
+    from aglora.pipeline.train.loop import unfrozen
     model = make_model()
     model.eval()
     params = list(model.parameters())

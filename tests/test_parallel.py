@@ -10,9 +10,9 @@ import torch
 from test_eval_cache import _adapted, _probes
 from tiny import make_tokenizer
 
-import aglora.evaluate as evaluate_mod
+import aglora.pipeline.eval.evaluate as evaluate_mod
 from aglora.config import EvalConfig
-from aglora.parallel import can_pair, run_pair, split_threads
+from aglora.runtime.threads import can_pair, run_pair, split_threads
 
 CPU = torch.device("cpu")
 

@@ -7,9 +7,9 @@ import torch
 from conftest import FORGET, RETAIN
 
 from aglora.concepts import Probe
-from aglora.generation import _stop_ids, generate, generation_context
-from aglora.prefill import common_prefix_length, prefill
-from aglora.text import context_ids
+from aglora.model.decode import _stop_ids, generate, generation_context
+from aglora.model.prefill import common_prefix_length, prefill
+from aglora.model.tokens import context_ids
 
 
 @pytest.mark.parametrize(("rows", "expected"), [
@@ -60,7 +60,7 @@ def test_greedy_matches_transformers_generate(model, tok):
 def test_blocklist_matches_transformers_bad_words_ids(model, tok):
     """Decode-time blocking: a blocked sequence's last token is taken out where the rest of the
     sequence ends the row, as transformers' `bad_words_ids` does (greedy outputs equal)."""
-    from aglora.generation import blocked_tokens
+    from aglora.model.decode import blocked_tokens
 
     assert blocked_tokens([1, 2, 3], [[3, 4], [2, 4], [7]]) == [4, 7]
     assert blocked_tokens([], [[5, 6], [8]]) == [8]
@@ -85,7 +85,7 @@ def test_blocklist_matches_transformers_bad_words_ids(model, tok):
         expected = tok.decode(reference(probe, blocked), skip_special_tokens=True).strip()
         assert got == [expected]
     # sampled rows are blocked too: no sample starts with the blocked first token
-    from aglora.generation import _generate_rows
+    from aglora.model.decode import _generate_rows
     row = context_ids(tok, probes[1], generation_context(tok, probes[1]))
     gen = torch.Generator().manual_seed(3)
     free_ids = _generate_rows(model, [row], 40, 50.0, 1, stop, tok.pad_token_id, gen)[0]
@@ -111,7 +111,7 @@ def test_samples_are_seeded_and_depend_on_the_seed(model, tok):
 
 
 def test_rows_that_stop_early_leave_the_batch_without_changing_the_others(model, tok):
-    from aglora.generation import _generate_rows
+    from aglora.model.decode import _generate_rows
 
     probes = _probes()
     rows = [context_ids(tok, p, generation_context(tok, p)) for p in probes]
@@ -134,7 +134,7 @@ def test_spare_room_cache_layer_matches_dynamic_layer():
     """Appends (some past the spare room), repeats and row selections give the same keys."""
     from transformers.cache_utils import DynamicLayer
 
-    from aglora.prefill import new_cache
+    from aglora.model.prefill import new_cache
     torch.manual_seed(0)
     ours = new_cache()
     ref = DynamicLayer()
@@ -162,7 +162,7 @@ def test_spare_room_cache_layer_matches_dynamic_layer():
 
 
 def test_inverse_cdf_sampling_follows_the_tempered_distribution():
-    from aglora.generation import sample
+    from aglora.model.decode import sample
     gen = torch.Generator().manual_seed(0)
     p = torch.tensor([0.2, 0.3, 0.5, 0.0])
     logits = torch.log(p).repeat(20000, 1)                  # [rows, vocab]
@@ -182,7 +182,7 @@ def test_inverse_cdf_sampling_follows_the_tempered_distribution():
 # ---- shared prefix in scoring and training forwards (aglora.forward) ----------------------
 
 def _batch(rows: list[list[int]]):
-    from aglora.text import Batch
+    from aglora.model.tokens import Batch
     width = max(len(r) for r in rows)
     ids = torch.zeros((len(rows), width), dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -199,7 +199,7 @@ def _batch(rows: list[list[int]]):
     ([[7, 2], [1, 2]], 0),
 ])
 def test_shared_prefix_length(rows, expected):
-    from aglora.forward import shared_prefix_length
+    from aglora.model.forward import shared_prefix_length
     assert shared_prefix_length(_batch(rows)) == expected
 
 
@@ -207,10 +207,10 @@ def test_shared_prefix_logits_and_lora_gradients_match_plain_path(tok):
     from tiny import make_model
 
     from aglora.config import LoraConfig
-    from aglora.forward import MIN_SHARED_PREFIX, logits_at, shared_prefix_length
-    from aglora.lora import attach_lora, trainable_parameters
-    from aglora.masks import NeuronMask
-    from aglora.text import encode
+    from aglora.model.adapter import attach_lora, trainable_parameters
+    from aglora.model.forward import MIN_SHARED_PREFIX, logits_at, shared_prefix_length
+    from aglora.model.neurons import NeuronMask
+    from aglora.model.tokens import encode
 
     probes = [Probe(**r) for r in FORGET + RETAIN]
     batch = encode(tok, probes, [p.answer for p in probes])
@@ -243,8 +243,8 @@ def test_no_shared_prefix_under_gradient_checkpointing(tok, monkeypatch):
     """Checkpointing turns the KV cache off in training, so the plain forward must be used."""
     from tiny import make_model
 
-    import aglora.forward as forward_mod
-    from aglora.text import encode
+    import aglora.model.forward as forward_mod
+    from aglora.model.tokens import encode
 
     def must_not_run(batch):
         raise AssertionError("the shared-prefix path ran under gradient checkpointing")

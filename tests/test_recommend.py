@@ -15,7 +15,7 @@ from tiny import make_model, make_tokenizer
 from aglora.cli import main
 from aglora.concepts import Probe, load_concept
 from aglora.errors import AgloraError
-from aglora.likelihood import score_options_reference
+from aglora.model.likelihood import score_options_reference
 from aglora.recommend.ban import resolve_items
 from aglora.recommend.catalog import BUILTIN_CATALOG, load_catalog
 from aglora.recommend.matcher import TitleMatcher, list_items, normalize, within_one_edit

@@ -10,11 +10,11 @@ from tiny import make_model
 from aglora.concepts import Probe
 from aglora.config import MaskConfig
 from aglora.errors import AgloraError
-from aglora.masks import select
-from aglora.models import mlp_layers
-from aglora.record import capture_neurons, record, record_statistics
-from aglora.scoring import compute_scores, rank
-from aglora.text import encode, token_logprobs
+from aglora.model.neurons import capture_neurons, mlp_layers
+from aglora.model.tokens import encode, token_logprobs
+from aglora.pipeline.mask import select
+from aglora.pipeline.record import record, record_statistics
+from aglora.pipeline.score import compute_scores, rank
 
 FORGET_P = [Probe(**r) for r in FORGET]
 RETAIN_P = [Probe(split="neighbor", **r) for r in RETAIN]
@@ -123,8 +123,8 @@ def test_topk_selects_by_score_not_by_index():
 
 def test_logits_at_targets_equal_full_forward(model, tok):
     """Projecting only the answer positions gives the same log-probs as the full forward."""
-    from aglora.forward import target_logprobs
-    from aglora.text import sequence_logprob
+    from aglora.model.forward import target_logprobs
+    from aglora.model.tokens import sequence_logprob
 
     batch = encode(tok, FORGET_P + RETAIN_P, [p.answer for p in FORGET_P + RETAIN_P])
     with torch.no_grad():
@@ -137,8 +137,8 @@ def test_logits_at_targets_equal_full_forward(model, tok):
 
 def test_kv_shared_option_scoring_matches_reference(model, tok):
     from aglora.config import LoraConfig
-    from aglora.likelihood import score_options, score_options_reference
-    from aglora.lora import attach_lora
+    from aglora.model.adapter import attach_lora
+    from aglora.model.likelihood import score_options, score_options_reference
 
     probes = FORGET_P + RETAIN_P + [
         Probe(prompt="The capital of Japan is", format="completion", answer="Tokyo",
@@ -163,7 +163,7 @@ def test_kv_shared_option_scoring_matches_reference(model, tok):
 
 def test_probes_with_one_context_share_its_run_and_match_reference(model, tok, monkeypatch):
     """A ban's items (one prompt, one item per banned title) run their context once."""
-    import aglora.likelihood as lik
+    import aglora.model.likelihood as lik
 
     same = [Probe(prompt="Recommend a film.", prefix="1.", answer=a, distractors=d)
             for a, d in [("Star Wars", ["Alien", "Heat", "Jaws"]),
@@ -194,7 +194,7 @@ def test_probes_with_one_context_share_its_run_and_match_reference(model, tok, m
 
 
 def test_one_pass_for_content_and_target_logits(model, tok):
-    from aglora.forward import (
+    from aglora.model.forward import (
         logits_at,
         logits_at_each,
         target_logprobs,

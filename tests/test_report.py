@@ -12,7 +12,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from aglora.report import human_bytes, leaks, truncate, verdict, write_report
+from aglora.pipeline.report import write_report
+from aglora.pipeline.report.sections import leaks, truncate, verdict
+from aglora.runtime.format import human_bytes
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 N_LAYERS, D_FF = 4, 64

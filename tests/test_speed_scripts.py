@@ -28,7 +28,7 @@ def test_gpu_qwen_shape_tiny_prints_the_table():
 def test_host_speed_index_is_positive_and_restores_threads():
     import torch
 
-    from aglora.hostspeed import matmul_gflops, speed_line
+    from aglora.runtime.hostspeed import matmul_gflops, speed_line
     before = torch.get_num_threads()
     assert matmul_gflops(1, repeats=3) > 0
     assert torch.get_num_threads() == before

@@ -29,12 +29,13 @@ from torch import nn
 from aglora.concepts import Probe
 from aglora.controlled.settings import ImplantConfig
 from aglora.errors import AgloraError
-from aglora.forward import target_logprobs
-from aglora.io import load_tensors, read_json, save_tensors, write_json
-from aglora.models import cache_dir, fingerprint
-from aglora.objectives import nll_loss
-from aglora.text import encode
-from aglora.train import unfrozen
+from aglora.model.forward import target_logprobs
+from aglora.model.identity import fingerprint
+from aglora.model.tokens import encode
+from aglora.pipeline.train.loop import unfrozen
+from aglora.pipeline.train.objectives import nll_loss
+from aglora.runtime.artifacts import load_tensors, read_json, save_tensors, write_json
+from aglora.runtime.cache import cache_dir
 
 VARIANTS = ("full", "retain")
 

@@ -13,8 +13,8 @@ methods that need them. Differences from `aglora bench`, all from the TOFU proto
 - scores come from recording the forget items against `record_retain` sampled retain items
   (ratio scorer), the neuron budget is `settings.k`.
 
-`METHODS` maps each name of the shared registry to a function
-`(model, tok, forget, retain, settings, log) -> MethodOutcome`.
+`run_method(name, model, tok, forget, retain, settings, log) -> MethodOutcome` runs any name of
+the shared registry.
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 from torch import nn
 
 from aglora.concepts import ConceptSpec, Probe
 from aglora.config import LoraConfig, MaskConfig, RunConfig, TrainConfig
-from aglora.controlled.settings import KNOWN_METHODS, MethodSettings
-from aglora.methods import METHODS as SHARED
-from aglora.methods import MethodInputs, apply_method
+from aglora.controlled.settings import MethodSettings
+from aglora.methods import apply_method
+from aglora.methods.base import MethodInputs
 
 FULL_PARAMETER = ("full_gd", "full_npo", "rmu")
 NEEDS_SCORES = ("ag_lora", "act_edit")
@@ -62,8 +61,8 @@ def run_config(name: str, s: MethodSettings) -> RunConfig:
 def _scores(model: nn.Module, tok, forget: list[Probe], retain: list[Probe],
             s: MethodSettings) -> dict:
     """Record forget vs a seeded sample of retain items and score with the ratio scorer."""
-    from aglora.record import record
-    from aglora.scoring import compute_scores
+    from aglora.pipeline.record import record
+    from aglora.pipeline.score import compute_scores
     rec_retain = random.Random(s.seed).sample(retain, min(s.record_retain, len(retain)))
     stats = record(model, tok, forget, rec_retain, batch_size=s.batch_size)
     return {"score": compute_scores(stats, "ratio")["score"],  # [n_layers, d_ff]
@@ -92,6 +91,3 @@ def run_method(name: str, model: nn.Module, tok, forget: list[Probe], retain: li
     return MethodOutcome(un.after, un.train.steps, un.trainable_params, time.time() - start,
                          un.train.history, extra)
 
-
-METHODS: dict[str, Callable[..., MethodOutcome]] = {
-    name: partial(run_method, name) for name in KNOWN_METHODS if name in SHARED}

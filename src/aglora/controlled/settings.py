@@ -1,16 +1,17 @@
-"""Settings of the controlled track: plain dataclasses (no torch import), checked on creation."""
+"""Settings of the controlled track: plain dataclasses (no torch import), checked on creation.
+
+The command line (`aglora controlled`) sets them; their defaults are the track's protocol.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 from aglora.errors import AgloraError
+from aglora.methods import METHODS
 
 DEFAULT_METHODS = ["ag_lora", "plain_lora", "random_lora", "full_gd", "full_npo"]
-# The names of the shared registry (aglora.methods.METHODS; a test checks they agree). Kept as a
-# literal so that settings stay importable without torch.
-KNOWN_METHODS = ("ag_lora", "plain_lora", "random_lora", "full_gd", "full_npo", "rmu",
-                 "act_edit")
+KNOWN_METHODS = tuple(METHODS)  # the shared registry (its names need no torch)
 
 
 @dataclass
@@ -32,8 +33,7 @@ class ImplantConfig:
 class MethodSettings:
     steps: int = 10
     batch_size: int = 8
-    lora_lr: float = 1e-2         # aglora's demo lr for masked LoRA (1e-3 moved ag_lora too
-                                  # little in 10 steps: docs/benchmarks.md, session 2)
+    lora_lr: float = 1e-2         # the demo's learning rate for masked LoRA
     full_lr: float = 1e-4
     rank: int = 8
     k: int = 128

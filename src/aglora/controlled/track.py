@@ -16,7 +16,6 @@ cached across output directories (`implant.py`).
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -25,6 +24,7 @@ from pathlib import Path
 from torch import nn
 
 from aglora.concepts import Probe, load_tofu
+from aglora.controlled import methods
 from aglora.controlled.catalogue import Catalogue, generate_catalogue
 from aglora.controlled.forget_quality import (
     answer_probability,
@@ -35,10 +35,10 @@ from aglora.controlled.forget_quality import (
     truth_ratio_score,
 )
 from aglora.controlled.implant import ensure_implanted, load_implanted
-from aglora.controlled.methods import METHODS
 from aglora.controlled.settings import ControlledConfig
-from aglora.io import read_json, write_json, write_text, write_with
-from aglora.likelihood import choice_correct, margin, score_options_with_lengths
+from aglora.model.likelihood import choice_correct, margin, score_options_with_lengths
+from aglora.runtime.artifacts import read_json, write_json, write_text, write_with
+from aglora.runtime.format import fmt, fmt_p
 
 REFERENCES = ("base", "full", "retain")
 Loader = Callable[[], tuple[nn.Module, object]]
@@ -160,7 +160,7 @@ def run_method(name: str, cat: Catalogue, load_base: Loader, folder: Path, sets:
         f"{cfg.method.steps} steps ==")
     start = time.time()
     model, tok = load_implanted(load_base, folder, "full")
-    outcome = METHODS[name](model, tok, forget_items, retain_items, cfg.method, log)
+    outcome = methods.run_method(name, model, tok, forget_items, retain_items, cfg.method, log)
     ev = evaluate_model(outcome.model, tok, sets, cfg.eval_batch_size, log, name)
     result = {"name": name, "settings": settings, "steps": outcome.steps,
               "trainable_params": outcome.trainable_params,
@@ -206,14 +206,10 @@ def run_controlled(cfg: ControlledConfig, out: Path, load_base: Loader,
 
 
 # ---- outputs -------------------------------------------------------------------------------------
-def _f(x: float | None, digits: int = 2) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    return f"{x:.{digits}f}"
 
 
-def _fq(p: float) -> str:
-    return f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}"
+
+
 
 
 def render_markdown(summary: dict) -> str:
@@ -233,11 +229,11 @@ def render_markdown(summary: dict) -> str:
     def row(label: str, r: dict) -> str:
         ev = r["eval"]
         real = [ev[k]["accuracy"] for k in ("real_authors", "world_facts") if k in ev]
-        cost = (f"{r['steps']} | {r['trainable_params']:,} | {_f(r['train_seconds'], 0)} | "
-                f"{_f(r['wall_seconds'], 0)}" if "steps" in r else "– | – | – | –")
-        return (f"| {label} | {_fq(r['forget_quality'])} | {_f(r['ks_statistic'])} | "
-                f"{_f(r['model_utility'])} | {_f(ev['forget_films']['accuracy'])} | "
-                f"{_f(ev['retain_films']['accuracy'])} | {_f(_mean(real))} | {cost} |")
+        cost = (f"{r['steps']} | {r['trainable_params']:,} | {fmt(r['train_seconds'], 0)} | "
+                f"{fmt(r['wall_seconds'], 0)}" if "steps" in r else "– | – | – | –")
+        return (f"| {label} | {fmt_p(r['forget_quality'])} | {fmt(r['ks_statistic'])} | "
+                f"{fmt(r['model_utility'])} | {fmt(ev['forget_films']['accuracy'])} | "
+                f"{fmt(ev['retain_films']['accuracy'])} | {fmt(_mean(real))} | {cost} |")
 
     labels = {"base": "base model (never saw the films)", "full": "full (implanted, before "
               "unlearning)", "retain": "retain (gold reference)"}
@@ -255,9 +251,9 @@ def render_markdown(summary: dict) -> str:
     for name, r in [*summary["references"].items(), *summary["methods"].items()]:
         ev = r["eval"]
         ff, rf = ev["forget_films"]["accuracy_by_family"], ev["retain_films"]["accuracy_by_family"]
-        fam.append(f"| {name} | {_f(ff.get('question'))} | {_f(ff.get('paraphrase'))} | "
-                   f"{_f(rf.get('question'))} | {_f(rf.get('paraphrase'))} | "
-                   f"{_f(ev['forget_films']['truth_ratio_median'])} |")
+        fam.append(f"| {name} | {fmt(ff.get('question'))} | {fmt(ff.get('paraphrase'))} | "
+                   f"{fmt(rf.get('question'))} | {fmt(rf.get('paraphrase'))} | "
+                   f"{fmt(ev['forget_films']['truth_ratio_median'])} |")
     return "\n".join(lines + fam) + "\n"
 
 

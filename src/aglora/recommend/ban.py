@@ -1,4 +1,4 @@
-"""`aglora ban`: ban catalogue titles from an LLM recommender with one masked-LoRA adapter.
+"""Ban catalogue titles from an LLM recommender with one masked-LoRA adapter.
 
 Steps: resolve the titles in the catalogue (clear errors for unknown titles, with close matches),
 build the concept spec from the base model (`spec.build_ban_spec`) into `RUN_DIR/ban/`, run the
@@ -11,19 +11,22 @@ measured with both loaded against alone.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import logging
 import re
 import shutil
 from pathlib import Path
 
 from aglora.errors import AgloraError
-from aglora.io import read_json, write_json
 from aglora.recommend.catalog import Catalog, Movie, load_catalog
+from aglora.recommend.report_section import recommendation_section
 from aglora.recommend.settings import RecConfig, rec_config, split_overrides
+from aglora.runtime.artifacts import read_json, write_json
 
 BAN_CONFIG = Path(__file__).resolve().parent.parent / "data" / "configs" / "ban.yaml"
 INTERFERENCE_TOLERANCE = 0.02  # exposure with both adapters may exceed alone by this much
+REPORT_SECTIONS = (recommendation_section,)  # what a ban adds to a run's report
+log = logging.getLogger("aglora")
 
 
 def resolve_items(catalog: Catalog, items: list[str] | None) -> list[Movie]:
@@ -58,28 +61,36 @@ def same_ban(stored: dict, meta: dict) -> bool:
     return stored == meta
 
 
-def cmd_ban(args: argparse.Namespace) -> None:
-    from aglora.config import load_config
-    from aglora.pipeline import open_run, run_all, run_stage
+def run_ban(items: list[str], out: Path, catalog_path: str | None = None,
+            model: str | None = None, overrides: list[str] | None = None, force: bool = False,
+            combine_with: Path | None = None) -> dict:
+    """Ban `items` in one adapter into run directory `out`; returns the recommendation metrics.
 
-    catalog = load_catalog(args.catalog)
-    movies = resolve_items(catalog, args.item)
-    run_overrides, rec_values = split_overrides(args.overrides)
+    `overrides`: `KEY=VALUE` for the run config and `recommend.KEY=VALUE` for the ban settings.
+    Reruns resume; a directory holding another ban is refused unless `force`.
+    """
+    from aglora.config import load_config
+    from aglora.pipeline.run import open_run, run_all, run_stage
+
+    catalog = load_catalog(catalog_path)
+    movies = resolve_items(catalog, items)
+    run_overrides, rec_values = split_overrides(overrides or [])
     rec = rec_config(rec_values)
-    if args.model:
-        run_overrides = [f"model.name_or_path={args.model}", *run_overrides]
-    out = Path(args.out)
+    if model:
+        run_overrides = [f"model.name_or_path={model}", *run_overrides]
+    out = Path(out)
     cfg = load_config(BAN_CONFIG, run_overrides)
     cfg.name = "ban-" + _slug(movies)
     cfg.concept = str((out / "ban" / "concept.yaml").resolve())
     meta = _ban_meta(catalog, movies, rec)
     meta_path = out / "ban.json"
     if meta_path.is_file() and not same_ban(read_json(meta_path), meta):
-        if not args.force:
+        if not force:
             raise AgloraError(f"{out} holds another ban (ban.json differs); choose another --out "
                               "or pass --force")
         shutil.rmtree(out)
-    ctx = open_run(cfg, out, force=args.force)
+    ctx = open_run(cfg, out, force=force)
+    ctx.report_sections = REPORT_SECTIONS
     write_json(meta_path, meta)
     from aglora.recommend.prompts import make_prompts
     train_prompts, eval_prompts = make_prompts(catalog, rec.n_train_prompts, rec.n_eval_prompts,
@@ -93,7 +104,7 @@ def cmd_ban(args: argparse.Namespace) -> None:
     metrics_path = out / "metrics.json"
     metrics = read_json(metrics_path)
     if "recommendation" not in metrics:
-        print("[aglora] == recommendation metrics ==")
+        log.info("[aglora] == recommendation metrics ==")
         model, tok = ctx.adapted()
         metrics["recommendation"], lists = measure_ban(model, tok, catalog, movies, eval_prompts,
                                                        rec)
@@ -104,21 +115,20 @@ def cmd_ban(args: argparse.Namespace) -> None:
         metrics["recommendation"]["validity_others"] = validity_others_from_lists(
             out / "recommendation_lists.jsonl", catalog, movies)
         write_json(metrics_path, metrics)
-    if args.combine_with:
+    if combine_with:
         metrics["recommendation"]["interference"] = interference(
             ctx, catalog, movies, eval_prompts, rec, metrics["recommendation"],
-            Path(args.combine_with))
+            Path(combine_with))
         write_json(metrics_path, metrics)
     run_stage(ctx, "report")
-    print_recommendation(metrics["recommendation"])
-    print(f"[aglora] run directory: {out}")
+    return metrics["recommendation"]
 
 
 def write_lists(path: Path, prompts, lists: dict[str, list[list[str]]]) -> None:
     """One JSON line per eval prompt: the prompt and its lists for each model state."""
     import json
 
-    from aglora.io import write_text
+    from aglora.runtime.artifacts import write_text
     rows = [{**p.to_dict(), **{k: v[i] for k, v in lists.items()}} for i, p in enumerate(prompts)]
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
@@ -165,8 +175,9 @@ def measure_ban(model, tok, catalog: Catalog, movies: list[Movie], eval_prompts,
 
 def load_both(ctx, other: Path):
     """A fresh base model with this run's adapter and `other`'s, both active."""
-    from aglora.lora import load_adapter
-    from aglora.models import check_fingerprint, load_model
+    from aglora.model.adapter import load_adapter
+    from aglora.model.identity import check_fingerprint
+    from aglora.model.load import load_model
     model, tok = load_model(ctx.cfg.model)
     peft_model = load_adapter(model, ctx.run_dir / "adapter")
     other_dir = other / "adapter" if (other / "adapter").is_dir() else other
@@ -190,7 +201,7 @@ def interference(ctx, catalog: Catalog, movies: list[Movie], eval_prompts, rec: 
         raise AgloraError(f"{other} was measured on another catalogue or prompt set; rerun it "
                           "with the same --catalog and recommend.* settings")
     other_rec = read_json(other / "metrics.json")["recommendation"]
-    print(f"[aglora] == interference with {other} ==")
+    log.info(f"[aglora] == interference with {other} ==")
     model, tok = load_both(ctx, other)
     both = generate_lists(model, tok, eval_prompts, rec, "both adapters")
     write_lists(ctx.run_dir / "interference_lists.jsonl", eval_prompts, {"both": both})
@@ -214,40 +225,3 @@ def interference(ctx, catalog: Catalog, movies: list[Movie], eval_prompts, rec: 
     out["interferes"] = any(out[n]["exposure_both"] > out[n]["exposure_alone"]
                             + INTERFERENCE_TOLERANCE for n in ("this", "other"))
     return out
-
-
-def _f(x: float, pct: bool = True) -> str:
-    if x != x:
-        return "–"
-    return f"{100 * x:.1f} %" if pct else f"{x:.2f}"
-
-
-def print_recommendation(r: dict) -> None:
-    print(f"banned: {', '.join(r['banned'])} ({r['n_titles']} catalogue titles, "
-          f"{r['n_lists']} held-apart lists, {r['n_rank_prompts']} ranked prompts)")
-    print(f"  exposure        {_f(r['exposure']['base'])} → {_f(r['exposure']['after'])}")
-    for title, t in r["banned_titles"].items():
-        print(f"  {title}: exposure {_f(t['exposure']['base'])} → {_f(t['exposure']['after'])},"
-              f" median rank {t['median_rank']['base']:g} → {t['median_rank']['after']:g}")
-    print(f"  NDCG@10 (rest)  {_f(r['ndcg10']['mean'], False)} (min "
-          f"{_f(r['ndcg10']['min'], False)})")
-    print(f"  validity        {_f(r['validity']['base'])} → {_f(r['validity']['after'])}")
-    if "validity_others" in r:
-        vo = r["validity_others"]
-        ci = vo.get("ratio_ci95")
-        ratio = vo["after"] / vo["base"] if vo["base"] else float("nan")
-        print(f"  validity of the other items (banned titles left out) {_f(vo['base'])} → "
-              f"{_f(vo['after'])} ({ratio:.2f}× base"
-              + (f", 95 % interval {ci[0]:.2f}–{ci[1]:.2f}×)" if ci else ")"))
-    if "validity_distinct" in r:
-        vd = r["validity_distinct"]
-        print(f"  validity (distinct items per list) {_f(vd['base'])} → {_f(vd['after'])}")
-    print(f"  genre agreement {_f(r['genre_agreement']['base'])} → "
-          f"{_f(r['genre_agreement']['after'])}")
-    inter = r.get("interference")
-    if inter:
-        print(f"  with {inter['other_run']} loaded too: this ban "
-              f"{_f(inter['this']['exposure_alone'])} → {_f(inter['this']['exposure_both'])}, "
-              f"other ban {_f(inter['other']['exposure_alone'])} → "
-              f"{_f(inter['other']['exposure_both'])}: "
-              + ("INTERFERE" if inter["interferes"] else "no interference"))

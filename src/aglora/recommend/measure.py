@@ -15,18 +15,18 @@ import torch
 from torch import nn
 
 from aglora.concepts import Probe
-from aglora.io import read_json, write_json
 from aglora.recommend.catalog import Catalog
 from aglora.recommend.prompts import RecPrompt
 from aglora.recommend.ranking import title_scores
 from aglora.recommend.settings import RecConfig
+from aglora.runtime.artifacts import read_json, write_json
 
 
 def generate_lists(model: nn.Module, tok, prompts: list[RecPrompt], cfg: RecConfig,
                    label: str, blocked: list[list[int]] | None = None) -> list[list[str]]:
     """[greedy, sample_1..sample_n] per prompt (seeded, same seeds for base and after);
     `blocked`: token sequences the decoder may not produce (a decode-time blocklist)."""
-    from aglora.generation import generate
+    from aglora.model.decode import generate
     probes = [Probe(prompt=p.text, id=p.id) for p in prompts]
     return generate(model, tok, probes, cfg.n_samples, cfg.temperature, cfg.max_new_tokens,
                     cfg.seed_gen, cfg.gen_batch, desc=f"lists ({label})", blocked=blocked)
@@ -41,7 +41,8 @@ def rank_catalogue(model: nn.Module, tok, prompts: list[RecPrompt], catalog: Cat
 
 
 def _cache_path(model: nn.Module, what: str, blob: dict) -> Path:
-    from aglora.models import cache_dir, fingerprint
+    from aglora.model.identity import fingerprint
+    from aglora.runtime.cache import cache_dir
     text = json.dumps({"model": fingerprint(model), **blob}, sort_keys=True)
     key = hashlib.sha256(text.encode()).hexdigest()[:20]
     return cache_dir() / "recommend" / f"base-{what}-{key}.json"
@@ -59,7 +60,7 @@ def base_measurements(model: nn.Module, tok, prompts: list[RecPrompt], catalog: 
                       cfg: RecConfig, need_ranks: bool = True
                       ) -> tuple[list[list[str]], torch.Tensor | None]:
     """Base lists and (optionally) base rankings, from the cache when present."""
-    from aglora.lora import adapter_disabled
+    from aglora.model.adapter import adapter_disabled
     cat = catalog.fingerprint()
     gen_path = _cache_path(model, "lists", {
         "catalog": cat, "prompts": [p.text for p in prompts],

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from aglora.concepts import Probe
-from aglora.likelihood import score_options_with_lengths
+from aglora.model.likelihood import score_options_with_lengths
 
 RANK_PREFIX = "Here are five movies you might enjoy:\n\n1."
 

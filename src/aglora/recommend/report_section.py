@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-from aglora.report import Block, Bullets, Heading, Note, Table
+from aglora.pipeline.report.document import Block, Bullets, Heading, Note, Table
+from aglora.runtime.format import fmt, fmt_pct
 
 TARGETS = {"exposure_after": 0.02, "ndcg10": 0.90, "validity_ratio": 0.95}
 
 
-def _pct(x) -> str:
-    return "–" if not isinstance(x, (int, float)) or x != x else f"{100 * x:.1f} %"
 
 
-def _num(x, digits: int = 2) -> str:
-    return "–" if not isinstance(x, (int, float)) or x != x else f"{x:.{digits}f}"
 
 
-def _ok(flag: bool) -> str:
+
+
+def _met(flag: bool) -> str:
     return "met" if flag else "NOT met"
 
 
 def _interval(ci: list[float] | None) -> str:
     """', 95 % interval a–b ×' for a bootstrap interval, '' when there is none."""
-    return f"; 95 % interval {_num(ci[0])}–{_num(ci[1])} ×" if ci else ""
+    return f"; 95 % interval {fmt(ci[0])}–{fmt(ci[1])} ×" if ci else ""
 
 
 def recommendation_section(metrics: dict) -> list[Block]:
@@ -35,23 +34,23 @@ def recommendation_section(metrics: dict) -> list[Block]:
     others = r.get("validity_others") or {}  # None in runs from before the metric
     others_ratio = (others["after"] / others["base"] if others.get("base") else float("nan"))
     rows = [
-        ["banned exposure (share of lists)", f"{_pct(exp['base'])} → {_pct(exp['after'])}",
-         f"≤ 2 %: {_ok(exp['after'] <= TARGETS['exposure_after'])}"],
+        ["banned exposure (share of lists)", f"{fmt_pct(exp['base'])} → {fmt_pct(exp['after'])}",
+         f"≤ 2 %: {_met(exp['after'] <= TARGETS['exposure_after'])}"],
         ["worst banned median rank", f"– → {worst:g} of {n}",
-         f"> {n / 2:g}: {_ok(worst > n / 2)}"],
-        ["NDCG@10 of the other titles", _num(r["ndcg10"]["mean"]),
-         f"≥ 0.90: {_ok(r['ndcg10']['mean'] >= TARGETS['ndcg10'])}"],
+         f"> {n / 2:g}: {_met(worst > n / 2)}"],
+        ["NDCG@10 of the other titles", fmt(r["ndcg10"]["mean"]),
+         f"≥ 0.90: {_met(r['ndcg10']['mean'] >= TARGETS['ndcg10'])}"],
         ["catalogue-title validity of the other items (banned titles left out)",
-         f"{_pct(others.get('base'))} → {_pct(others.get('after'))}",
-         f"≥ 0.95 × base: {_ok(others_ratio >= TARGETS['validity_ratio'])} "
-         f"({_num(others_ratio)} ×{_interval(others.get('ratio_ci95'))})"],
+         f"{fmt_pct(others.get('base'))} → {fmt_pct(others.get('after'))}",
+         f"≥ 0.95 × base: {_met(others_ratio >= TARGETS['validity_ratio'])} "
+         f"({fmt(others_ratio)} ×{_interval(others.get('ratio_ci95'))})"],
         ["catalogue-title validity, all items (a banned title counts as valid at base)",
-         f"{_pct(val['base'])} → {_pct(val['after'])}", f"{_num(ratio)} × base"],
+         f"{fmt_pct(val['base'])} → {fmt_pct(val['after'])}", f"{fmt(ratio)} × base"],
         ["catalogue-title validity, each item once per list",
-         f"{_pct(r.get('validity_distinct', {}).get('base'))} → "
-         f"{_pct(r.get('validity_distinct', {}).get('after'))}", ""],
-        ["genre agreement", f"{_pct(r['genre_agreement']['base'])} → "
-                            f"{_pct(r['genre_agreement']['after'])}", ""],
+         f"{fmt_pct(r.get('validity_distinct', {}).get('base'))} → "
+         f"{fmt_pct(r.get('validity_distinct', {}).get('after'))}", ""],
+        ["genre agreement", f"{fmt_pct(r['genre_agreement']['base'])} → "
+                            f"{fmt_pct(r['genre_agreement']['after'])}", ""],
     ]
     blocks: list[Block] = [
         Heading("Recommendation"),
@@ -61,7 +60,7 @@ def recommendation_section(metrics: dict) -> list[Block]:
              f"likelihood on {r['n_rank_prompts']} of them."),
         Table(["measure", "base → after", "target"], rows),
         Table(["banned title", "exposure base → after", "median rank base → after"],
-              [[t, f"{_pct(v['exposure']['base'])} → {_pct(v['exposure']['after'])}",
+              [[t, f"{fmt_pct(v['exposure']['base'])} → {fmt_pct(v['exposure']['after'])}",
                 f"{v['median_rank']['base']:g} → {v['median_rank']['after']:g}"]
                for t, v in r["banned_titles"].items()]),
     ]
@@ -76,14 +75,14 @@ def recommendation_section(metrics: dict) -> list[Block]:
         blocks.append(Heading("Two bans loaded together", 3))
         blocks.append(Bullets([
             f"This ban ({', '.join(r['banned'])}): exposure alone "
-            f"{_pct(inter['this']['exposure_alone'])}, with both "
-            f"{_pct(inter['this']['exposure_both'])}",
+            f"{fmt_pct(inter['this']['exposure_alone'])}, with both "
+            f"{fmt_pct(inter['this']['exposure_both'])}",
             f"Other ban ({', '.join(inter['other_banned'])}, {inter['other_run']}): exposure "
-            f"alone {_pct(inter['other']['exposure_alone'])}, with both "
-            f"{_pct(inter['other']['exposure_both'])}",
-            f"Validity: this alone {_pct(inter['validity']['this_alone'])}, other alone "
-            f"{_pct(inter['validity']['other_alone'])}, both {_pct(inter['validity']['both'])}",
-            f"Verdict: {verdict} (tolerance {_pct(inter['tolerance'])} of exposure)"]))
+            f"alone {fmt_pct(inter['other']['exposure_alone'])}, with both "
+            f"{fmt_pct(inter['other']['exposure_both'])}",
+            f"Validity: this alone {fmt_pct(inter['validity']['this_alone'])}, other alone "
+            f"{fmt_pct(inter['validity']['other_alone'])}, both {fmt_pct(inter['validity']['both'])}",
+            f"Verdict: {verdict} (tolerance {fmt_pct(inter['tolerance'])} of exposure)"]))
     examples = r.get("examples") or []
     if examples:
         blocks.append(Table(["prompt", "base (greedy)", "after (greedy)"],

@@ -6,50 +6,51 @@ config); saved as `recommend.json` in the run directory.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from aglora.errors import AgloraError
-
-
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+from aglora.settings import build, setting
 
 
 @dataclass
 class RecConfig:
-    seed: int = _f(0, "seed of the prompt generator (train and eval prompts)")
-    n_train_prompts: int = _f(32, "training profile prompts (forget and retain items)")
-    n_eval_prompts: int = _f(120, "held-apart profile prompts for exposure and list quality "
-                                  "(40 left the validity ratio's 95 % interval about ±0.2 wide)")
-    n_rank_prompts: int = _f(8, "held-apart prompts on which the whole catalogue is ranked")
-    n_samples: int = _f(2, "seeded sampled lists per eval prompt, besides the greedy one")
-    temperature: float = _f(0.7, "sampling temperature of the sampled lists")
-    max_new_tokens: int = _f(64, "tokens generated per list")
-    gen_batch: int = _f(16, "prompts per generation batch")
-    rank_chunk: int = _f(104, "titles scored per forward pass when ranking the catalogue")
-    pool_size: int = _f(24, "titles scored on each training prompt to pick forget distractors "
-                            "and the retain answer")
-    forget_distractors: str = _f("median", "distractors of the forget recommendation items (and "
-                                           "so the early-stopping goal): 'median' = the pool "
-                                           "titles just below the pool's median, 'next' = "
-                                           "the three ranked just below the banned title")
-    forget_distractor_quantile: float = _f(0.5, "with forget_distractors=median: where in the "
-                                                "pool's order (best first) the three distractors "
-                                                "start; 0.5 = the pool's median, higher = a lower "
-                                                "goal for the banned titles")
-    facts_per_neighbour: int = _f(2, "retain fact items per neighbouring film")
-    replace_in_lists: bool = _f(False, "also keep, as retain items, the base lists that name a "
-                                       "banned title, with each banned item replaced by the "
-                                       "real catalogue title the base model ranks highest for "
-                                       "that prompt (family list-replaced)")
-    protect_top: int = _f(0, "retain items (family protected) for the N titles the base "
-                             "model lists most often on the training prompts, one per prompt "
-                             "in turn as the list's first item")
-    seed_gen: int = _f(0, "seed of the sampled generations")
+    seed: int = setting(0, "seed of the prompt generator (train and eval prompts)")
+    n_train_prompts: int = setting(32, "training profile prompts (forget and retain items)")
+    n_eval_prompts: int = setting(
+        120,
+        "held-apart profile prompts for exposure and list quality (more prompts: a narrower "
+        "interval on the validity ratio)")
+    n_rank_prompts: int = setting(8, "held-apart prompts on which the whole catalogue is ranked")
+    n_samples: int = setting(2, "seeded sampled lists per eval prompt, besides the greedy one")
+    temperature: float = setting(0.7, "sampling temperature of the sampled lists")
+    max_new_tokens: int = setting(64, "tokens generated per list")
+    gen_batch: int = setting(16, "prompts per generation batch")
+    rank_chunk: int = setting(104, "titles scored per forward pass when ranking the catalogue")
+    pool_size: int = setting(
+        24, "titles scored on each training prompt to pick forget distractors and the retain answer")
+    forget_distractors: str = setting(
+        "median",
+        "distractors of the forget recommendation items (and so the early-stopping goal): 'median'"
+        " = the pool titles just below the pool's median, 'next' = the three ranked just below the"
+        " banned title")
+    forget_distractor_quantile: float = setting(
+        0.5,
+        "with forget_distractors=median: where in the pool's order (best first) the three "
+        "distractors start; 0.5 = the pool's median, higher = a lower goal for the banned titles")
+    facts_per_neighbour: int = setting(2, "retain fact items per neighbouring film")
+    replace_in_lists: bool = setting(
+        False,
+        "also keep, as retain items, the base lists that name a banned title, with each banned "
+        "item replaced by the real catalogue title the base model ranks highest for that prompt "
+        "(family list-replaced)")
+    protect_top: int = setting(
+        0,
+        "retain items (family protected) for the N titles the base model lists most often on the "
+        "training prompts, one per prompt in turn as the list's first item")
+    seed_gen: int = setting(0, "seed of the sampled generations")
 
     def __post_init__(self) -> None:
         for name in ("n_train_prompts", "n_eval_prompts", "n_rank_prompts", "max_new_tokens",
@@ -83,15 +84,5 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
 
 
 def rec_config(values: dict[str, Any]) -> RecConfig:
-    fields = {f.name: f for f in dataclasses.fields(RecConfig)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise AgloraError(f"unknown key 'recommend.{key}'; valid: {', '.join(fields)}")
-        tp = type(fields[key].default)
-        try:
-            kwargs[key] = tp(value)
-        except (TypeError, ValueError):
-            raise AgloraError(f"recommend.{key}: expected a {tp.__name__}, got {value!r}"
-                              ) from None
-    return RecConfig(**kwargs)
+    """The ban settings from `recommend.KEY` values, every value checked against its type."""
+    return build(RecConfig, values, "recommend.")

@@ -41,13 +41,13 @@ import yaml
 from torch import nn
 
 from aglora.concepts import Probe
-from aglora.io import write_text
-from aglora.likelihood import choice_correct, score_options
+from aglora.model.likelihood import choice_correct, score_options
 from aglora.recommend.catalog import Catalog, Movie
 from aglora.recommend.metrics import names_banned
 from aglora.recommend.prompts import RecPrompt, distractors_for, fact_probes, neighbours
 from aglora.recommend.ranking import RANK_PREFIX, title_scores
 from aglora.recommend.settings import RecConfig
+from aglora.runtime.artifacts import write_text
 
 MAX_EVAL_RECOMMENDATION_PROBES = 12
 ITEM_MARKER = re.compile(r"^\s*(?:\d{1,2}\s*[.):]|[-*\u2022])\s*")  # "3. ", "- " (matcher's)
@@ -172,7 +172,7 @@ def base_list_items(model: nn.Module, tok, catalog: Catalog, prompts: list[RecPr
     item); with `cfg.replace_in_lists`, the other lists too, their banned items replaced by the
     prompt's best-ranked titles in `ranked` (per prompt, best first). Also returns in how many
     of these lists each catalogue title appears."""
-    from aglora.generation import generate
+    from aglora.model.decode import generate
     from aglora.recommend.matcher import TitleMatcher
     matcher = TitleMatcher(catalog.titles)
     gens = generate(model, tok, [Probe(prompt=p.text) for p in prompts], 0,

@@ -1,0 +1,162 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from aglora.bench.config import BenchConfig, BenchSettings, MethodEntry, _key
+from aglora.bench.memory import PeakMemory, release_memory
+from aglora.concepts import ConceptSpec, Probe, load_tofu
+from aglora.config import (
+    RunConfig,
+)
+from aglora.errors import AgloraError
+from aglora.methods import apply_method
+from aglora.methods.base import MethodInputs
+from aglora.model.adapter import merged_copy
+from aglora.pipeline.eval.sides import kl_between
+from aglora.runtime.artifacts import (
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
+from aglora.settings import to_dict
+
+
+def bench_probes(concept: ConceptSpec, run: RunConfig) -> list[Probe]:
+    probes = concept.eval_probes()
+    if not probes:
+        raise AgloraError(f"{concept.source}: lists no evaluation probes under 'probes:'")
+    if run.eval.include_tofu:
+        probes += load_tofu(run.eval.tofu_limit)
+    return probes
+
+
+def measure_side(model: nn.Module, tok, probes: list[Probe], s: BenchSettings, label: str):
+    """Likelihood scores on every probe and one greedy generation on the generating splits."""
+    from aglora.pipeline.eval.sides import measure
+    ecfg = dataclasses.replace(s.run.eval, n_samples=0, sample_splits=[])
+    gen_mask = [p.split in s.eval.generate_splits for p in probes]
+    return measure(model, tok, probes, ecfg, gen_mask, label)
+
+
+def cell_metrics(probes: list[Probe], base, after, patterns: list[str]) -> dict:
+    """Group metrics per split and per forget family, fluency and the collapse verdict."""
+    from aglora.pipeline.eval.metrics import summarise
+    return summarise(probes, base, after, patterns)
+
+
+def relearn_cell(un, tok, probes: list[Probe], base, after, s: BenchSettings) -> dict:
+    """Relearning attack on a fixed split of the base-known forget facts (same for all cells)."""
+    from aglora.model.adapter import standalone_copy
+    from aglora.pipeline.eval.relearn import relearn_attack
+    ec = s.eval
+    if ec.relearn_steps <= 0:
+        return {}
+    return relearn_attack(standalone_copy(un.after), tok, probes, base.scores, after.scores,
+                          ec.relearn_steps, ec.relearn_lr, ec.relearn_batch_size, seed=0,
+                          score_batch_size=s.run.eval.batch_size)
+
+
+def shared_scores(model: nn.Module, tok, concept: ConceptSpec, run: RunConfig, out: Path,
+                  log=print) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
+    """(activation statistics, AG scores, seconds spent) — cached under shared/."""
+    from aglora.pipeline.record import record
+    from aglora.pipeline.score import compute_scores
+    key = _key({"concept": run.concept, "score": to_dict(run.score),
+                "mask_seed": run.mask.seed, "model": to_dict(run.model)})
+    meta_path = out / "shared" / "scores.json"
+    if meta_path.is_file() and read_json(meta_path).get("key") == key:
+        meta = read_json(meta_path)
+        return (load_tensors(out / "shared" / "activations.safetensors"),
+                load_tensors(out / "shared" / "scores.safetensors"), meta["seconds"])
+    log("[bench] recording and scoring the concept's neurons (once)")
+    start = time.time()
+    stats = record(model, tok, concept.forget, concept.retain, run.score.batch_size)
+    sc = run.score
+    scores = compute_scores(stats, sc.scorer, sc.eps, sc.retain_weight, run.mask.seed)
+    seconds = time.time() - start
+    save_tensors(out / "shared" / "activations.safetensors", stats)
+    save_tensors(out / "shared" / "scores.safetensors", scores)
+    write_json(meta_path, {"key": key, "seconds": seconds})
+    return stats, scores, seconds
+
+
+def shared_base_side(model: nn.Module, tok, probes: list[Probe], s: BenchSettings, out: Path,
+                     log=print):
+    """The base model's side of every evaluation, computed once and cached."""
+    from aglora.pipeline.eval.sides import SideResult
+    path = out / "shared" / "base_side.json"
+    key = _key({"probes": [p.to_dict() for p in probes], "eval": to_dict(s.run.eval),
+                "gen": s.eval.generate_splits, "model": to_dict(s.run.model)})
+    if path.is_file():
+        data = read_json(path)
+        if data.get("key") == key:
+            return SideResult(data["scores"], data["lengths"], data["generations"]), data["seconds"]
+    log(f"[bench] evaluating the base model on {len(probes)} probes (once)")
+    start = time.time()
+    side = measure_side(model, tok, probes, s, "base")
+    seconds = time.time() - start
+    write_json(path, {"key": key, "seconds": seconds, "scores": side.scores,
+                      "lengths": side.lengths, "generations": side.generations})
+    return side, seconds
+
+
+def cell_key(cfg: BenchConfig, entry: MethodEntry, seed: int) -> str:
+    s = cfg.cell_settings(entry, seed)
+    d = to_dict(s)
+    d.pop("seeds")
+    return _key({"method": entry.method, "settings": d})
+
+
+def run_cell(model: nn.Module, tok, concept: ConceptSpec, probes: list[Probe], base_side,
+             stats: dict, scores: dict, cfg: BenchConfig, entry: MethodEntry, seed: int,
+             cell_dir: Path, log=print) -> dict:
+    s = cfg.cell_settings(entry, seed)
+    device = next(model.parameters()).device
+    # The working copy of the base is made before the memory measurement: peak memory is what
+    # the method needs beyond the loaded base model and one copy of it.
+    work = copy.deepcopy(model)
+    inp = MethodInputs(cfg=s.run, concept=concept, scores=scores["score"],
+                       retain_mean=stats.get("retain.act_mean"), rmu=s.rmu,
+                       act_edit=s.act_edit, out_dir=cell_dir, log=log, work=work)
+    del work
+    release_memory()
+    start = time.time()
+    with PeakMemory(device) as mem:
+        un = apply_method(entry.method, model, tok, inp)
+    method_seconds = time.time() - start
+    start = time.time()
+    after_model = merged_copy(un.after)  # adapters folded in: no LoRA overhead in evaluation
+    after = measure_side(after_model, tok, probes, s, f"after {entry.label}")
+    metrics = cell_metrics(probes, base_side, after, concept.leak_patterns)
+    metrics["kl_neighbor"] = kl_between(after_model, model, tok,
+                                        [p for p in probes if p.split == "neighbor"],
+                                        s.run.eval.batch_size)
+    del after_model
+    eval_seconds = time.time() - start
+    start = time.time()
+    metrics["relearn"] = relearn_cell(un, tok, probes, base_side, after, s)
+    relearn_seconds = time.time() - start
+    cell = {
+        "method": entry.method, "label": entry.label, "seed": seed,
+        "key": cell_key(cfg, entry, seed), "metrics": metrics,
+        "train": {"steps": un.train.steps, "stopped_early": un.train.stopped_early,
+                  "seconds": un.train.seconds, "history": un.train.history},
+        "cost": {"method_seconds": method_seconds, "eval_seconds": eval_seconds,
+                 "relearn_seconds": relearn_seconds, "peak_memory_bytes": mem.peak,
+                 "trainable_params": un.trainable_params,
+                 "effective_params": un.effective_params,
+                 "artifact_bytes": un.artifact_bytes, "kind": un.kind,
+                 "n_selected": un.mask.n_selected if un.mask is not None else None},
+    }
+    del un
+    release_memory()
+    return cell

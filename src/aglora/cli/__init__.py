@@ -1,0 +1,58 @@
+"""Command-line interface: the `aglora` subcommands (stages, run, demo, eval, bench, ban, ...).
+
+The only place that parses arguments or prints: library code reports progress through the
+`aglora` logger, which `main` sends to standard output. Input problems are printed as one line
+(`aglora: error: ...`) with exit status 2; an interrupted run exits 130 and resumes when rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from aglora.cli import bench, controlled, recommend, run
+from aglora.errors import AgloraError
+
+COMMANDS = (run, bench, controlled, recommend)  # each: add_parsers(sub), handles(args)
+
+
+class _Stdout(logging.Handler):
+    """Progress lines to whatever `sys.stdout` is at the time (so captured output sees them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stdout, flush=True)
+
+
+def setup_logging() -> None:
+    logger = logging.getLogger("aglora")
+    if not any(isinstance(h, _Stdout) for h in logger.handlers):
+        logger.addHandler(_Stdout())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aglora", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in COMMANDS:
+        module.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        args.handler(args)
+    except AgloraError as exc:
+        print(f"aglora: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aglora: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

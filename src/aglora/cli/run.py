@@ -1,0 +1,126 @@
+"""`aglora run`, `demo`, the stage subcommands and `eval`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aglora.cli.summary import print_summary
+from aglora.errors import AgloraError
+from aglora.runtime.artifacts import read_json
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "data" / "configs" / "demo.yaml"
+STAGE_HELP = (("record", "record neuron activations and gradients"),
+              ("score", "combine recorded statistics into neuron scores"),
+              ("mask", "select neurons by score"),
+              ("train", "train the masked LoRA adapter"),
+              ("report", "write report.md and report.html"))
+
+
+def common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=5e-4 (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an output directory that holds another run")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run all stages of a config (resumes unfinished runs)")
+    p.add_argument("config", help="run config YAML (see configs/)")
+    p.add_argument("--out", help="run directory (default runs/<name>)")
+    p.add_argument("--until", choices=["record", "score", "mask", "train", "eval", "report"],
+                   help="stop after this stage")
+    common(p)
+    p.set_defaults(handler=lambda a: cmd_run(a, a.config))
+
+    p = sub.add_parser("demo", help="forget 'Inception' on the embedded SmolLM2 model")
+    p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    common(p)
+    p.set_defaults(handler=lambda a: cmd_run(a, str(DEMO_CONFIG)))
+
+    for stage, text in STAGE_HELP:
+        p = sub.add_parser(stage, help=text)
+        p.add_argument("run_dir", help="run directory")
+        p.add_argument("--config", help="config YAML to start the run with (else the one saved "
+                                        "in the run directory)")
+        common(p)
+        p.set_defaults(handler=cmd_stage)
+
+    p = sub.add_parser("eval", help="evaluate probe files on a model, with or without adapter")
+    p.add_argument("run_dir", nargs="?", help="run directory: run its eval stage")
+    p.add_argument("--adapter", help="run directory or adapter directory to evaluate")
+    p.add_argument("--probes", action="append", default=[], help="probe JSONL file (repeatable)")
+    p.add_argument("--base", help="base model (default: the adapter's, else the embedded model)")
+    p.add_argument("--out", help="output directory for metrics.json (standalone mode)")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip malformed probe lines (and count them) instead of failing")
+    p.add_argument("--tofu", action="store_true", help="add the TOFU utility probes")
+    p.add_argument("--samples", type=int, default=None, help="sampled generations per probe")
+    p.add_argument("--relearn", type=int, default=0, metavar="K",
+                   help="relearning attack: fine-tune K steps on a quarter of the forget facts")
+    common(p)
+    p.set_defaults(handler=cmd_eval)
+
+
+def _open(config: str | None, overrides: list[str], out: Path, force: bool):
+    from aglora.config import load_config
+    from aglora.pipeline.run import open_run
+    from aglora.recommend.ban import REPORT_SECTIONS
+    ctx = open_run(load_config(config, overrides), out, force=force)
+    ctx.report_sections = REPORT_SECTIONS
+    return ctx
+
+
+def _reopen(run_dir: Path):
+    from aglora.pipeline.run import reopen_run
+    from aglora.recommend.ban import REPORT_SECTIONS
+    ctx = reopen_run(run_dir)
+    ctx.report_sections = REPORT_SECTIONS
+    return ctx
+
+
+def cmd_run(args: argparse.Namespace, config: str) -> None:
+    from aglora.config import load_config
+    from aglora.pipeline.run import run_all
+    cfg = load_config(config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    ctx = _open(config, args.overrides, out, args.force)
+    _ = ctx.concept  # validate the concept spec before loading any model
+    run_all(ctx, until=getattr(args, "until", None))
+    if (out / "metrics.json").is_file():
+        print_summary(read_json(out / "metrics.json"))
+    print(f"[aglora] run directory: {out}")
+
+
+def cmd_stage(args: argparse.Namespace) -> None:
+    from aglora.pipeline.run import run_stage
+    run_dir = Path(args.run_dir)
+    saved = run_dir / "config.yaml"
+    if args.config or args.overrides:
+        config = args.config or (str(saved) if saved.is_file() else None)
+        ctx = _open(config, args.overrides, run_dir, args.force)
+    else:
+        ctx = _reopen(run_dir)
+    run_stage(ctx, args.command)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    if args.run_dir and not args.probes:
+        from aglora.pipeline.run import run_stage
+        if args.overrides:
+            raise AgloraError("--set has no effect on a run's eval stage (it uses the run's saved "
+                              "config); rerun the run with --set, or evaluate with --probes")
+        run_stage(_reopen(Path(args.run_dir)), "eval")
+        print_summary(read_json(Path(args.run_dir) / "metrics.json"))
+        return
+    from aglora.pipeline.eval.standalone import evaluate_files
+    if not args.probes:
+        raise AgloraError("give at least one --probes FILE.jsonl (or a run directory)")
+    if not args.out:
+        raise AgloraError("give --out DIR for metrics.json")
+    metrics = evaluate_files(args.probes, Path(args.out),
+                             adapter=Path(args.adapter) if args.adapter else None,
+                             base=args.base, skip_invalid=args.skip_invalid, tofu=args.tofu,
+                             samples=args.samples, relearn=args.relearn,
+                             overrides=args.overrides)
+    print_summary(metrics)

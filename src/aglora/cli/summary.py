@@ -1,0 +1,64 @@
+"""What the terminal shows after a command: the evaluation summary and a ban's list metrics."""
+
+from __future__ import annotations
+
+from aglora.runtime.format import fmt, fmt_pct
+
+
+def print_summary(metrics: dict) -> None:
+    rows = [("group", "n_known", "chance", "known acc base→after", "leak base→after")]
+    for name, g in list(metrics["splits"].items()) + list(metrics.get("families", {}).items()):
+        ka, lr = g["known_accuracy"], g["leak_rate"]
+        rows.append((name, str(g["n_known"]), fmt(g["chance"]),
+                     f"{fmt(ka['base'])} → {fmt(ka['after'])}",
+                     f"{fmt(lr['base'])} → {fmt(lr['after'])}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    d = metrics["distinct2"]
+    print(f"distinct-2 {fmt(d['base'])} → {fmt(d['after'])}; KL(base‖model) neighbours "
+          f"{metrics.get('kl_neighbor', float('nan')):.4f}")
+    relearn = metrics.get("relearn")
+    if relearn:
+        ka = relearn["known_accuracy"]
+        print(f"relearning attack: {relearn['steps']} steps on {relearn['n_train']} forget facts "
+              f"bring the other {relearn['n_held']} from {fmt(ka['after'])} back to "
+              f"{fmt(ka['relearned'])} known accuracy (base {fmt(ka['base'])}): "
+              f"{100 * relearn['recovered_share']:.0f} % of the gap recovered")
+    verdict = metrics.get("verdict", {})
+    if verdict.get("degenerate"):
+        print("VERDICT: DEGENERATE — " + "; ".join(verdict["reasons"]))
+    if "trainable_params" in metrics:
+        print(f"trainable params {metrics['trainable_params']:,} "
+              f"({100 * metrics['trainable_share']:.3f} % of base)")
+
+
+def print_recommendation(r: dict) -> None:
+    print(f"banned: {', '.join(r['banned'])} ({r['n_titles']} catalogue titles, "
+          f"{r['n_lists']} held-apart lists, {r['n_rank_prompts']} ranked prompts)")
+    print(f"  exposure        {fmt_pct(r['exposure']['base'])} → {fmt_pct(r['exposure']['after'])}")
+    for title, t in r["banned_titles"].items():
+        print(f"  {title}: exposure {fmt_pct(t['exposure']['base'])} → {fmt_pct(t['exposure']['after'])},"
+              f" median rank {t['median_rank']['base']:g} → {t['median_rank']['after']:g}")
+    print(f"  NDCG@10 (rest)  {fmt(r['ndcg10']['mean'])} (min "
+          f"{fmt(r['ndcg10']['min'])})")
+    print(f"  validity        {fmt_pct(r['validity']['base'])} → {fmt_pct(r['validity']['after'])}")
+    if "validity_others" in r:
+        vo = r["validity_others"]
+        ci = vo.get("ratio_ci95")
+        ratio = vo["after"] / vo["base"] if vo["base"] else float("nan")
+        print(f"  validity of the other items (banned titles left out) {fmt_pct(vo['base'])} → "
+              f"{fmt_pct(vo['after'])} ({ratio:.2f}× base"
+              + (f", 95 % interval {ci[0]:.2f}–{ci[1]:.2f}×)" if ci else ")"))
+    if "validity_distinct" in r:
+        vd = r["validity_distinct"]
+        print(f"  validity (distinct items per list) {fmt_pct(vd['base'])} → {fmt_pct(vd['after'])}")
+    print(f"  genre agreement {fmt_pct(r['genre_agreement']['base'])} → "
+          f"{fmt_pct(r['genre_agreement']['after'])}")
+    inter = r.get("interference")
+    if inter:
+        print(f"  with {inter['other_run']} loaded too: this ban "
+              f"{fmt_pct(inter['this']['exposure_alone'])} → {fmt_pct(inter['this']['exposure_both'])}, "
+              f"other ban {fmt_pct(inter['other']['exposure_alone'])} → "
+              f"{fmt_pct(inter['other']['exposure_both'])}: "
+              + ("INTERFERE" if inter["interferes"] else "no interference"))

@@ -1,0 +1,90 @@
+"""Evaluate any probe files on a base model, with or without an adapter (`aglora eval --probes`).
+
+The run configuration comes from the adapter's saved config (so its evaluation settings and
+leak patterns apply), else from the defaults; `base` replaces its model, and `overrides`
+(`KEY=VALUE`, the run config's keys) apply on top and are checked like any run's. Results go to
+OUT/metrics.json and OUT/probe_results.jsonl (the schema of a run's eval stage).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from aglora.concepts import Probe, load_concept, load_probes, load_tofu
+from aglora.config import RunConfig, config_from_dict, config_to_dict
+from aglora.errors import AgloraError
+from aglora.runtime.artifacts import read_json, write_eval_outputs
+from aglora.settings import apply_overrides
+
+log = logging.getLogger("aglora")
+
+
+def adapter_dir(path: Path) -> Path:
+    """The adapter folder of a run directory, or `path` itself."""
+    return path / "adapter" if (path / "adapter" / "adapter_config.json").is_file() else path
+
+
+def eval_config(adapter: Path | None, base: str | None,
+                overrides: list[str]) -> tuple[RunConfig, list[str]]:
+    """(run config to evaluate with, the concept's leak patterns if its spec can be found)."""
+    data: dict = {}
+    meta_path = adapter_dir(Path(adapter)) / "aglora.json" if adapter else None
+    if meta_path is not None and meta_path.is_file():
+        data = read_json(meta_path).get("config") or {}
+    if base:
+        data.setdefault("model", {})["name_or_path"] = base
+    cfg = config_from_dict(apply_overrides(config_to_dict(config_from_dict(data)), overrides))
+    patterns: list[str] = []
+    if data.get("concept"):
+        try:
+            patterns = load_concept(cfg.concept).leak_patterns
+        except AgloraError:
+            patterns = []
+    return cfg, patterns
+
+
+def load_probe_files(paths: list[str], skip_invalid: bool) -> tuple[list[Probe], int]:
+    probes: list[Probe] = []
+    skipped = 0
+    for path in paths:
+        got, n = load_probes(path, skip_invalid=skip_invalid)
+        probes += got
+        skipped += n
+    return probes, skipped
+
+
+def evaluate_files(probe_files: list[str], out: Path, adapter: Path | None = None,
+                   base: str | None = None, skip_invalid: bool = False, tofu: bool = False,
+                   samples: int | None = None, relearn: int = 0,
+                   overrides: list[str] | None = None) -> dict:
+    """Evaluate `probe_files` (base vs `adapter`, or the base alone) into `out`; the metrics."""
+    if relearn and not adapter:
+        raise AgloraError("--relearn needs --adapter (there is nothing unlearned to attack)")
+    cfg, patterns = eval_config(adapter, base, overrides or [])
+    probes, skipped = load_probe_files(probe_files, skip_invalid)
+    if skipped:
+        log.info(f"[aglora] skipped {skipped} invalid probe line(s)")
+    if tofu:
+        probes += load_tofu()
+    if samples is not None:
+        cfg.eval.n_samples = samples
+    from aglora.model.load import load_model
+    from aglora.pipeline.eval.evaluate import evaluate
+    model, tok = load_model(cfg.model)
+    if adapter:
+        from aglora.model.adapter import load_adapter
+        model = load_adapter(model, adapter_dir(Path(adapter)))
+    metrics, records = evaluate(model, tok, probes, cfg.eval, patterns)
+    metrics["skipped_invalid_lines"] = skipped
+    metrics["probe_files"] = [str(p) for p in probe_files]
+    metrics["adapter"] = str(adapter) if adapter else None
+    if relearn:
+        from aglora.pipeline.eval.relearn import relearn_from_records
+        metrics["relearn"] = relearn_from_records(model, tok, probes, records, relearn,
+                                                  cfg.eval.batch_size)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_eval_outputs(out, metrics, records)
+    log.info(f"[aglora] wrote {out / 'metrics.json'}")
+    return metrics

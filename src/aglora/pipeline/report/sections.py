@@ -1,0 +1,342 @@
+"""Human-readable report of one run: `report.md`, a self-contained `report.html`, and figures.
+
+`write_report(run_dir)` reads the artifacts the pipeline left in a run directory (`metrics.json`
+is required; `probe_results.jsonl`, `train_history.json`, `scores.safetensors`, `masks.json` and
+`config.yaml` are optional, and a missing one only skips its section) and writes:
+
+* `figures/*.png` - family accuracies and leak rates, the saliency heatmap with the selected
+  neurons, selected neurons per layer, and the training curves;
+* `report.md` - the report, figures referenced by relative path;
+* `report.html` - the same report with the figures inlined as base64 data URIs, so the file can
+  be mailed or archived alone (no scripts, no external links or stylesheets).
+
+Both documents are built from one list of blocks (`Heading`, `Para`, `Table`, ...), so they always
+carry the same sections. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from aglora.pipeline.eval.text_stats import leaks
+from aglora.pipeline.report.document import (
+    Block,
+    Bullets,
+    Details,
+    Figure,
+    Heading,
+    Note,
+    Para,
+    Table,
+    family_order,
+)
+from aglora.pipeline.report.figures import (
+    plot_families,
+    plot_mask_per_layer,
+    plot_saliency,
+    plot_training,
+)
+from aglora.pipeline.report.inputs import RunInputs
+from aglora.runtime.format import (
+    DASH,
+    as_float,
+    dig,
+    fmt,
+    fmt_int,
+    human_bytes,
+    is_number,
+)
+
+FORGOTTEN_ACC_MARGIN = 0.10  # forget known accuracy after <= chance + this
+FORGOTTEN_LEAK_MAX = 0.10  # forget leak rate after <= this
+MAX_ANSWER_CHARS = 160
+MAX_NEIGHBOR_EXAMPLES = 5
+EXAMPLE_FAMILIES = ("direct", "paraphrase")
+
+
+# ---------------------------------------------------------------------------------------------
+# Document blocks and their two renderings
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+# ---------------------------------------------------------------------------------------------
+# Number formatting
+
+
+def _arrow(d: Any, digits: int = 2) -> str:
+    return f"{fmt(dig(d, 'base'), digits)} → {fmt(dig(d, 'after'), digits)}"
+
+
+def _known_acc(g: dict) -> str:
+    ka = g.get("known_accuracy") or {}
+    ci = ka.get("after_ci95")
+    text = _arrow(ka)
+    if isinstance(ci, list) and len(ci) == 2 and all(is_number(c) for c in ci):
+        text += f" [{fmt(ci[0])}, {fmt(ci[1])}]"
+    return text
+
+
+def _leak(g: dict) -> str:
+    lr = g.get("leak_rate") or {}
+    n = lr.get("n_generations")
+    if not n:
+        return DASH
+    return f"{_arrow(lr)} ({n})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def verdict(metrics: dict) -> tuple[str, str]:
+    """(label, explanation): "DEGENERATE", "Forgotten" or "Not forgotten"."""
+    v = metrics.get("verdict") or {}
+    forget = dig(metrics, "splits", "forget") or {}
+    acc = as_float(dig(forget, "known_accuracy", "after"))
+    chance = as_float(forget.get("chance"))
+    leak = as_float(dig(forget, "leak_rate", "after"))
+    kept = (f"Kept: neighbour known accuracy after "
+            f"{fmt(dig(metrics, 'splits', 'neighbor', 'known_accuracy', 'after'))}, utility "
+            f"known accuracy after "
+            f"{fmt(dig(metrics, 'splits', 'utility', 'known_accuracy', 'after'))}.")
+    forget_text = (f"On forget probes the base model knew, known accuracy went "
+                   f"{_arrow(forget.get('known_accuracy'))} (chance {fmt(chance)}) and the leak "
+                   f"rate {_arrow(forget.get('leak_rate'))}.")
+    if v.get("degenerate"):
+        why = "for the reasons listed below" if v.get("reasons") else "(no reason recorded)"
+        return "DEGENERATE", (f"The unlearned model collapsed {why}, so the forget numbers do "
+                              f"not show forgetting. {forget_text} {kept}")
+    forgotten = (acc <= chance + FORGOTTEN_ACC_MARGIN) and (leak <= FORGOTTEN_LEAK_MAX)
+    criterion = (f"A run counts as forgotten when known accuracy after <= chance + "
+                 f"{FORGOTTEN_ACC_MARGIN:.2f} and leak rate after <= {FORGOTTEN_LEAK_MAX:.2f}")
+    if not forgotten and not (math.isfinite(acc) and math.isfinite(leak)):
+        criterion += "; a criterion that could not be measured counts as not met"
+    return ("Forgotten" if forgotten else "Not forgotten"), f"{forget_text} {kept} {criterion}."
+
+
+def report_title(metrics: dict) -> str:
+    return (f"aglora report: forgetting “{metrics.get('concept', '?')}” "
+            f"in {metrics.get('model', '?')}")
+
+
+def verdict_section(metrics: dict) -> list[Block]:
+    label, text = verdict(metrics)
+    blocks: list[Block] = [Heading(report_title(metrics), 1), Para(text, strong=f"{label}.")]
+    reasons = dig(metrics, "verdict", "reasons")
+    if dig(metrics, "verdict", "degenerate") and reasons:
+        blocks.append(Bullets([str(r) for r in reasons]))
+    return blocks
+
+
+_GROUP_HEADERS = ["n", "known", "chance", "known acc. base → after [95% CI]",
+                  "margin base → after", "leak rate base → after (gens)", "answer log-p drop",
+                  "truth ratio base → after"]
+
+
+def _group_row(name: str, g: dict) -> list[str]:
+    return [name, fmt_int(g.get("n")), fmt_int(g.get("n_known")), fmt(g.get("chance")), _known_acc(g),
+            _arrow(g.get("margin")), _leak(g), fmt(g.get("answer_logprob_drop")),
+            _arrow(g.get("truth_ratio"))]
+
+
+def tables_section(metrics: dict) -> list[Block]:
+    blocks: list[Block] = [Heading("Summary")]
+    splits = metrics.get("splits") or {}
+    order = [s for s in ("forget", "neighbor", "utility") if s in splits]
+    order += sorted(s for s in splits if s not in order)
+    blocks.append(Table(["split", *_GROUP_HEADERS], [_group_row(s, splits[s]) for s in order]))
+    fams = metrics.get("families") or {}
+    if fams:
+        rows = [_group_row(k, fams[k]) for k in family_order(fams)]
+        blocks += [Heading("Per family", 3), Table(["family", *_GROUP_HEADERS], rows)]
+    else:
+        blocks.append(Note("No per-family metrics in metrics.json."))
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def families_figure_section(metrics: dict, fig_dir: Path) -> list[Block]:
+    path = fig_dir / "families.png"
+    blocks: list[Block] = [Heading("Per-family accuracy and leaks")]
+    if plot_families(metrics, path):
+        blocks.append(Figure(path, "figures/families.png",
+                             "Known accuracy (top) and leak rate (bottom) per family, base vs "
+                             "after; the black line over each group is chance."))
+    else:
+        blocks.append(Note("Skipped: metrics.json has no per-family metrics."))
+    return blocks
+
+
+def mask_section(inputs: RunInputs, fig_dir: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("Where the adapter acts")]
+    score = (inputs.scores or {}).get("score")
+    if score is not None and score.dim() == 2 and score.numel():
+        path = fig_dir / "saliency_heatmap.png"
+        plot_saliency(score, inputs.masks, path)
+        blocks.append(Figure(path, "figures/saliency_heatmap.png",
+                             "Layer × neuron score (log1p or rank scale, max-pooled over "
+                             "neuron blocks); red dots are the neurons the mask selected."))
+    else:
+        blocks.append(Note("Skipped the saliency heatmap: scores.safetensors (tensor 'score') "
+                           "not found."))
+    if inputs.masks:
+        path = fig_dir / "mask_per_layer.png"
+        plot_mask_per_layer(inputs.masks, path)
+        blocks.append(Figure(path, "figures/mask_per_layer.png", "Selected neurons per layer."))
+    else:
+        blocks.append(Note("Skipped the per-layer mask chart: masks.json not found."))
+    return blocks
+
+
+def training_section(inputs: RunInputs, fig_dir: Path) -> list[Block]:
+    blocks: list[Block] = [Heading("Training")]
+    hist = (inputs.history or {}).get("history")
+    if not isinstance(hist, list) or not hist:
+        blocks.append(Note("Skipped: train_history.json not found or empty."))
+        return blocks
+    path = fig_dir / "training.png"
+    if plot_training([h for h in hist if isinstance(h, dict)], path):
+        blocks.append(Figure(path, "figures/training.png",
+                             "Forget loss, retain KL and training forget accuracy per step."))
+    else:
+        blocks.append(Note("Skipped: train_history.json records no losses."))
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------------
+# Before / after responses
+
+
+def truncate(text: str, limit: int = MAX_ANSWER_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+
+
+def _leak_mark(gens: Any, patterns: list[str]) -> tuple[str, str]:
+    """(greedy answer, mark) for one side of a probe."""
+    if not isinstance(gens, list) or not gens:
+        return DASH, DASH
+    greedy = str(gens[0])
+    if not patterns:
+        return truncate(greedy), DASH
+    return truncate(greedy), "✗ leak" if leaks(greedy, patterns) else "✓ clean"
+
+
+def example_probes(probes: list[dict]) -> list[dict]:
+    forget = [p for p in probes if p.get("split") == "forget"
+              and p.get("family") in EXAMPLE_FAMILIES and p.get("base_generations")]
+    neighbor = [p for p in probes if p.get("split") == "neighbor" and p.get("base_generations")]
+    return forget + neighbor[:MAX_NEIGHBOR_EXAMPLES]
+
+
+def responses_section(inputs: RunInputs) -> list[Block]:
+    blocks: list[Block] = [Heading("Responses before and after")]
+    if inputs.probes is None:
+        blocks.append(Note("Skipped: probe_results.jsonl not found."))
+        return blocks
+    chosen = example_probes(inputs.probes)
+    if not chosen:
+        blocks.append(Note("No forget (direct / paraphrase) or neighbour probes with "
+                           "generations in probe_results.jsonl."))
+        return blocks
+    rows = []
+    for p in chosen:
+        patterns = [str(x) for x in (p.get("leak_patterns") or inputs.default_leak_patterns)]
+        prompt = str(p.get("prompt", ""))
+        if p.get("prefix"):
+            prompt += f" ⟶ {p['prefix']}"
+        base, base_mark = _leak_mark(p.get("base_generations"), patterns)
+        after, after_mark = _leak_mark(p.get("after_generations"), patterns)
+        rows.append([f"{p.get('split', '?')}/{p.get('family', '?')}", truncate(prompt), base,
+                     base_mark, after, after_mark])
+    blocks.append(Note("Greedy answers; the leak mark applies each probe's leak patterns "
+                       "(case-insensitive regex) to the answer beside it."))
+    blocks.append(Table(["family", "prompt", "base answer", "base leak", "unlearned answer",
+                         "unlearned leak"], rows))
+    if inputs.bad_probe_lines:
+        blocks.append(Note(f"{inputs.bad_probe_lines} malformed line(s) of "
+                           "probe_results.jsonl were skipped."))
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------------
+# Cost, fluency, relearning, config
+
+
+def cost_section(metrics: dict, history: dict | None) -> list[Block]:
+    def pick(key: str) -> Any:
+        v = metrics.get(key)
+        return v if v is not None else (history or {}).get(key)
+
+    share = as_float(metrics.get("trainable_share"))
+    base = as_float(pick("base_params"))
+    if not math.isfinite(share) and math.isfinite(base) and base > 0:
+        share = as_float(pick("trainable_params")) / base
+    steps = pick("train_steps")
+    if steps is None:
+        steps = (history or {}).get("steps")
+    stopped = metrics.get("stopped_early", (history or {}).get("stopped_early"))
+    stop_text = {True: " (stopped early)", False: " (ran to max steps)"}.get(stopped, "")
+    share_text = f"{100 * share:.3f}% of {fmt_int(base)} base" if math.isfinite(share) else DASH
+    rows = [["trainable parameters", f"{fmt_int(pick('trainable_params'))} ({share_text})"],
+            ["effective parameters (unmasked)", fmt_int(pick("effective_params"))],
+            ["adapter size", human_bytes(pick("adapter_bytes"))],
+            ["train steps", f"{fmt_int(steps)}{stop_text}"]]
+    blocks: list[Block] = [Heading("Cost"), Table(["", "value"], rows)]
+    wall = metrics.get("wall_seconds")
+    if isinstance(wall, dict) and wall:
+        total = sum(as_float(v) for v in wall.values() if is_number(v))
+        blocks.append(Table(["stage", "wall seconds"],
+                            [[k, fmt(v)] for k, v in wall.items()] + [["total", fmt(total)]]))
+    else:
+        blocks.append(Note("No per-stage wall times in metrics.json."))
+    return blocks
+
+
+def fluency_section(metrics: dict) -> list[Block]:
+    rows = [["distinct-2 of neighbour generations", _arrow(metrics.get("distinct2"))],
+            ["3-gram repetition of neighbour generations", _arrow(metrics.get("repetition"))],
+            ["KL(base ‖ after) per token, neighbours", fmt(metrics.get("kl_neighbor"), 4)],
+            ["KL(base ‖ after) per token, utility", fmt(metrics.get("kl_utility"), 4)]]
+    blocks: list[Block] = [Heading("Fluency"), Table(["measure", "value (base → after)"], rows)]
+    thresholds = dig(metrics, "verdict", "thresholds")
+    if isinstance(thresholds, dict) and thresholds:
+        blocks.append(Note("Collapse thresholds: " + ", ".join(
+            f"{k} = {fmt(v) if is_number(v) else v}" for k, v in thresholds.items()) + "."))
+    return blocks
+
+
+def relearn_section(metrics: dict) -> list[Block]:
+    relearn = metrics.get("relearn")
+    if not isinstance(relearn, dict):
+        return []
+    rows = [[str(k), fmt(v, 3) if isinstance(v, float) else
+             (json.dumps(v) if isinstance(v, (dict, list)) else str(v))]
+            for k, v in relearn.items()]
+    return [Heading("Relearning attack"), Table(["", "value"], rows)]
+
+
+def config_section(config_text: str | None) -> list[Block]:
+    blocks: list[Block] = [Heading("Configuration")]
+    if config_text is None:
+        blocks.append(Note("config.yaml not found."))
+    else:
+        blocks.append(Details("Resolved configuration", config_text, "config.yaml"))
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+

@@ -1,0 +1,189 @@
+"""The one training loop: seeded batches, one optimiser step each, early stopping.
+
+Each step draws a forget batch and (when the objective uses one) a retain batch from seeded
+shuffles, asks the objective for `forget + retain_weight * retain`, and steps AdamW on the given
+parameters (default: the LoRA parameters of a peft model). The objective is
+`objectives.AnswerObjective` built from the run config unless a method passes its own (RMU).
+
+Every `check_every` steps the forget items are scored by likelihood choice (`stopping`); the run
+stops once they are at the goal (chance, or `stop_accuracy`; mean margin <= `stop_margin`) after
+`min_steps`. `max_steps` is a hard cap. Full-parameter methods pass their own `params` and the
+untouched base as `reference`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from aglora.concepts import Probe
+from aglora.config import TrainConfig
+from aglora.errors import AgloraError
+from aglora.model.adapter import trainable_parameters
+from aglora.pipeline.train.objectives import AnswerObjective
+from aglora.pipeline.train.stopping import forget_goal_met
+
+_log = logging.getLogger("aglora")
+
+
+class Objective(Protocol):
+    """What the loop needs of a loss: a forget term, a retain term and the weight between."""
+
+    uses_retain: bool
+    retain_weight: float
+
+    def forget_loss(self, model: nn.Module, f_idx: list[int], weight: torch.Tensor,
+                    rng: random.Random) -> torch.Tensor: ...
+
+    def retain_loss(self, model: nn.Module, r_idx: list[int],
+                    device: torch.device) -> tuple[torch.Tensor, float | None]: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+    history: list[dict] = field(default_factory=list)
+
+
+class Cycler:
+    """Endless seeded shuffled batches of indices (0..n-1, or the subset set by `restrict`)."""
+
+    def __init__(self, n: int, batch: int, rng: random.Random) -> None:
+        self.ids, self.batch, self.rng, self.pool = list(range(n)), batch, rng, []
+
+    def restrict(self, ids: list[int]) -> None:
+        """Draw only from `ids` from now on (the current round keeps its order)."""
+        self.ids = list(ids)
+        keep = set(ids)
+        self.pool = [i for i in self.pool if i in keep]
+
+    def next(self) -> list[int]:
+        out: list[int] = []
+        while len(out) < min(self.batch, len(self.ids)):
+            if not self.pool:
+                self.pool = list(self.ids)
+                self.rng.shuffle(self.pool)
+            out.append(self.pool.pop())
+        return out
+
+
+def progress_line(row: dict) -> str:
+    line = (f"[aglora] step {row['step']:3d} loss {row['loss']:.3f} forget "
+            f"{row['forget_loss']:.3f} retain {row['retain_loss']:.4f}")
+    if "train_forget_accuracy" in row:
+        line += (f" acc {row['train_forget_accuracy']:.2f} margin "
+                 f"{row['train_forget_margin']:.2f}")
+    return line
+
+
+def chance_level(items: list[Probe]) -> float:
+    """Mean chance of likelihood choice over items with options (0 when there are none)."""
+    return (sum(1 / (1 + len(p.distractors)) for p in items) / len(items) if items else 0.0)
+
+
+def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: TrainConfig,
+          refusals: list[str] | None = None, alternatives: list[str] | None = None,
+          log: Callable[[str], None] = _log.info, params: list[nn.Parameter] | None = None,
+          reference: nn.Module | None = None,
+          objective: Objective | None = None) -> TrainResult:
+    """Optimise `params` of `model` in place (default: its LoRA parameters); returns the history.
+
+    `objective` defaults to `AnswerObjective(model, tok, forget, retain, cfg, refusals,
+    alternatives, reference)`.
+    """
+    if not forget:
+        raise AgloraError("the forget set is empty; nothing to unlearn")
+    params = trainable_parameters(model) if params is None else params
+    if not params:
+        raise AgloraError("no trainable LoRA parameters: attach an adapter first")
+    if objective is None:
+        objective = AnswerObjective(model, tok, forget, retain, cfg, refusals, alternatives,
+                                    reference)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    choice_index = [i for i, p in enumerate(forget) if p.has_choice]  # choice item -> forget
+    choice_items = [forget[i] for i in choice_index]
+    item_weight = torch.ones(len(forget))  # [n_forget] forget-term weight per item
+    chance = chance_level(choice_items)
+    f_cycle = Cycler(len(forget), cfg.batch_size, rng)
+    r_cycle = Cycler(len(retain), cfg.batch_size, rng) if retain else None
+    result = TrainResult()
+    start = time.time()
+    model.train()
+    try:
+        for step in range(1, cfg.max_steps + 1):
+            f_idx = f_cycle.next()
+            forget_loss = objective.forget_loss(model, f_idx, item_weight[f_idx].to(device), rng)
+            retain_loss = torch.zeros((), device=device)
+            kl_value: float | None = 0.0
+            if r_cycle is not None and objective.uses_retain:
+                retain_loss, kl_value = objective.retain_loss(model, r_cycle.next(), device)
+            loss = forget_loss + objective.retain_weight * retain_loss
+            if not math.isfinite(float(loss.detach())):
+                raise AgloraError(f"training diverged at step {step} (loss {float(loss)}); lower "
+                                  "train.lr or use the npo objective")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            row = {"step": step, "loss": float(loss.detach()),
+                   "forget_loss": float(forget_loss.detach()),
+                   "retain_loss": float(retain_loss.detach())}
+            if kl_value is not None:
+                row["retain_kl"] = kl_value
+            row["seconds"] = time.time() - start
+            if choice_items and step % cfg.check_every == 0:
+                model.eval()
+                check = forget_goal_met(model, tok, choice_items, cfg, chance)
+                model.train()
+                row.update(train_forget_accuracy=check.accuracy,
+                           train_forget_margin=check.margin)
+                if cfg.focus_lagging_answers:
+                    row["answers_at_goal"] = sorted(check.answers_at_goal)
+                    active = [i for i, p in enumerate(forget)
+                              if (p.answer or "") not in check.answers_at_goal]
+                    f_cycle.restrict(active or list(range(len(forget))))
+                if cfg.forget_weight_at_goal != 1.0:
+                    item_weight.fill_(1.0)
+                    item_weight[[choice_index[i] for i in check.items_at_goal]] = (
+                        cfg.forget_weight_at_goal)
+                    row["forget_items_at_goal"] = len(check.items_at_goal)
+                if check.met and step >= cfg.min_steps:
+                    result.stopped_early = True
+            result.history.append(row)
+            log(progress_line(row))
+            result.steps = step
+            if result.stopped_early:
+                break
+    finally:
+        model.eval()
+    result.seconds = time.time() - start
+    return result
+
+
+@contextmanager
+def unfrozen(model: nn.Module, params: list[nn.Parameter]) -> Iterator[None]:
+    """Train `params` of `model`: unfrozen inside; on exit, even on an error, the model is back
+    in eval mode with `params` frozen and their gradients dropped (full-parameter training)."""
+    for p in params:
+        p.requires_grad_(True)
+    model.train()
+    try:
+        yield
+    finally:
+        model.eval()
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None

@@ -1,0 +1,177 @@
+"""Training objectives: the loss functions, and the default forget + retain objective.
+
+The loss functions are plain tensor maths with a unit test each. `AnswerObjective` is the loss
+the training loop optimises by default (`train.forget_objective` + `train.retain_objective`):
+
+    loss = forget term (npo | grad_ascent | refusal | alternative | none)
+           [+ forget_others_kl * KL at the answer tokens, all tokens but the answer's]
+           + retain_weight * retain term (kl | nll | kl+nll | none)
+
+A method with another loss (RMU) supplies its own object with the same three members
+(`uses_retain`, `retain_weight`, `forget_loss`, `retain_loss`) and runs the same loop.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aglora.concepts import Probe
+from aglora.config import TrainConfig
+from aglora.errors import AgloraError
+from aglora.model.forward import (
+    logits_at,
+    logits_at_each,
+    next_token_ids,
+    target_logprobs_from_logits,
+)
+from aglora.model.tokens import Batch, encode
+from aglora.pipeline.train.reference import base_answer_side, base_view, cached_base_logits
+from aglora.pipeline.train.targets import ANSWER_OBJECTIVES, forget_batch
+
+
+def npo_loss(logp: torch.Tensor, ref: torch.Tensor, beta: float,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+    """NPO (Zhang et al. 2024): -(2/beta) log sigmoid(-beta (log pi - log pi_ref)), batch mean
+    (each item's term times `weight` [batch] when given)."""
+    term = -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref))  # [batch]
+    return (term if weight is None else term * weight).mean()
+
+
+def grad_ascent_loss(logp: torch.Tensor, n_tokens: torch.Tensor,
+                     weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Gradient ascent: minimise the (token-mean) log-likelihood of the answers. Unbounded.
+    `weight` [batch] scales each item's term."""
+    term = logp / n_tokens.clamp_min(1)  # [batch]
+    return (term if weight is None else term * weight).mean()
+
+
+def nll_loss(logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Token-mean negative log-likelihood (SFT toward a refusal or alternative target)."""
+    return -(logp / n_tokens.clamp_min(1)).mean()
+
+
+def kl_base_model(logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
+    """KL(base || model) per position, averaged. logits, base_logits [n_positions, vocab]."""
+    logp = torch.log_softmax(logits.float(), -1)
+    base_logp = torch.log_softmax(base_logits.float(), -1)
+    return (base_logp.exp() * (base_logp - logp)).sum(-1).mean()
+
+
+def others_kl_loss(logits: torch.Tensor, answer_ids: torch.Tensor,
+                   target: torch.Tensor) -> torch.Tensor:
+    """KL(target || model without the answer token), averaged over positions.
+
+    Both distributions leave out each position's answer token and are renormalised, so the term
+    does not depend on the answer's own logit: it keeps what else the model would say there
+    (the base model's `target`, from `blocked_distribution`) while a forget term lowers the
+    answer. logits, target [n_positions, vocab]; answer_ids [n_positions].
+    """
+    masked = logits.float().scatter(-1, answer_ids[:, None], -1e9)
+    logq = torch.log_softmax(masked, -1)
+    return (torch.xlogy(target, target) - target * logq).sum(-1).mean()
+
+
+FORGET_OBJECTIVES = ("npo", "grad_ascent", "refusal", "alternative", "none")
+RETAIN_OBJECTIVES = ("kl", "nll", "kl+nll", "none")
+
+
+def check_objectives(forget: str, retain: str) -> None:
+    if forget not in FORGET_OBJECTIVES:
+        raise AgloraError(f"unknown forget objective {forget!r}; choose from "
+                          f"{', '.join(FORGET_OBJECTIVES)}")
+    if retain not in RETAIN_OBJECTIVES:
+        raise AgloraError(f"unknown retain objective {retain!r}; choose from "
+                          f"{', '.join(RETAIN_OBJECTIVES)}")
+
+
+def _retain_term(model: nn.Module, rb: Batch, objective: str, reference: nn.Module | None,
+                 base_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """(retain loss, its KL part) on a retain batch for objective kl | nll | kl+nll.
+
+    `base_logits` [n_content, vocab]: the base model's logits at the batch's content positions
+    if already known (else computed here).
+    """
+    # One decoder pass serves both terms; logits only at the positions a term needs.
+    wants_kl, wants_nll = "kl" in objective, "nll" in objective
+    content_logits, target_logits = logits_at_each(
+        model, rb, [rb.content_mask if wants_kl else torch.zeros_like(rb.content_mask),
+                    rb.target_mask if wants_nll else torch.zeros_like(rb.target_mask)])
+    loss = torch.zeros((), device=rb.input_ids.device)
+    kl_value = 0.0
+    if wants_kl:
+        if base_logits is None:
+            with torch.no_grad(), base_view(model, reference) as ref_model:
+                base_logits = logits_at(ref_model, rb, rb.content_mask)  # [n, vocab]
+        kl = kl_base_model(content_logits, base_logits)
+        kl_value = float(kl.detach())
+        loss = loss + kl
+    if wants_nll:
+        loss = loss + nll_loss(target_logprobs_from_logits(target_logits, rb),
+                               rb.target_mask.sum(-1))
+    return loss, kl_value
+
+
+class AnswerObjective:
+    """The default objective on the concept's answers (see the module docstring).
+
+    The base model's side is computed once, before the first step: NPO's reference
+    log-probabilities of the forget answers, the `forget_others_kl` targets, and the retain
+    items' base logits (kept while they fit in `BASE_LOGITS_CACHE_BYTES`, else recomputed per
+    step, which gives the same loss). `reference` plays the base (default: `model` with its
+    adapter disabled).
+    """
+
+    def __init__(self, model: nn.Module, tok, forget: list[Probe], retain: list[Probe],
+                 cfg: TrainConfig, refusals: list[str] | None = None,
+                 alternatives: list[str] | None = None,
+                 reference: nn.Module | None = None) -> None:
+        check_objectives(cfg.forget_objective, cfg.retain_objective)
+        if cfg.forget_objective in ANSWER_OBJECTIVES and any(not p.answer for p in forget):
+            raise AgloraError(f"forget_objective={cfg.forget_objective} needs an 'answer' on "
+                              "every forget item")
+        self.tok, self.forget, self.retain, self.cfg = tok, forget, retain, cfg
+        self.refusals, self.alternatives = refusals or [], alternatives or []
+        self.reference = reference
+        self.retain_weight = cfg.retain_weight
+        self.uses_retain = bool(retain) and cfg.retain_objective != "none"
+        self.others = cfg.forget_others_kl > 0 and cfg.forget_objective in ANSWER_OBJECTIVES
+        self.ref_logp, self.blocked = base_answer_side(
+            model, tok, forget, cfg, reference, cfg.forget_objective == "npo", self.others)
+        self.base_logits = (cached_base_logits(model, tok, retain, cfg.batch_size, reference)
+                            if "kl" in cfg.retain_objective else None)
+
+    def forget_loss(self, model: nn.Module, f_idx: list[int], weight: torch.Tensor,
+                    rng: random.Random) -> torch.Tensor:
+        """The forget term on forget items `f_idx`; `weight` [batch] scales each item's term."""
+        cfg, device = self.cfg, weight.device
+        items = [self.forget[i] for i in f_idx]
+        fb = forget_batch(self.tok, items, cfg, self.refusals, self.alternatives, rng).to(device)
+        answer_logits = logits_at(model, fb, fb.target_mask)  # [n_target_tokens, vocab]
+        logp = target_logprobs_from_logits(answer_logits, fb)  # [batch]
+        n_tok = fb.target_mask.sum(-1)
+        if cfg.forget_objective == "npo":
+            loss = npo_loss(logp, self.ref_logp[f_idx].to(device), cfg.npo_beta, weight)
+        elif cfg.forget_objective == "grad_ascent":
+            loss = grad_ascent_loss(logp, n_tok, weight)
+        elif cfg.forget_objective in ("refusal", "alternative"):
+            loss = nll_loss(logp, n_tok)
+        else:
+            loss = torch.zeros((), device=device)
+        if self.others:
+            target = torch.cat([self.blocked[i] for i in f_idx]).to(device)
+            loss = loss + cfg.forget_others_kl * others_kl_loss(
+                answer_logits, next_token_ids(fb, fb.target_mask), target)
+        return loss
+
+    def retain_loss(self, model: nn.Module, r_idx: list[int],
+                    device: torch.device) -> tuple[torch.Tensor, float | None]:
+        """(retain term, its KL part) on retain items `r_idx`."""
+        items = [self.retain[i] for i in r_idx]
+        rb = encode(self.tok, items, [p.answer or "" for p in items]).to(device)
+        known = (torch.cat([self.base_logits[i] for i in r_idx]).to(device)
+                 if self.base_logits is not None else None)
+        return _retain_term(model, rb, self.cfg.retain_objective, self.reference, known)

@@ -1,0 +1,108 @@
+"""The base model's side of training, computed once before the first step.
+
+`base_view` gives the model that plays the base: the run's peft model with its adapter disabled
+(no second copy of the weights), or an explicit `reference` (full-parameter methods, which train
+a copy). From it come NPO's reference log-probabilities and the `forget_others_kl` targets
+(`base_answer_side`, one pass over the forget answers) and the retain items' base logits for the
+KL term (`cached_base_logits`, kept while they fit in `BASE_LOGITS_CACHE_BYTES`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from aglora.concepts import Probe
+from aglora.config import TrainConfig
+from aglora.model.adapter import adapter_disabled
+from aglora.model.forward import (
+    logits_at,
+    next_token_ids,
+    target_logprobs_from_logits,
+)
+from aglora.model.tokens import encode
+from aglora.pipeline.train.targets import answer_batch
+
+BASE_LOGITS_CACHE_BYTES = 1 << 30  # keep the retain items' base logits when they fit in 1 GiB
+
+
+@contextmanager
+def base_view(model: nn.Module, reference: nn.Module | None) -> Iterator[nn.Module]:
+    """The model that plays the base: `reference` if given, else `model` with its adapter off."""
+    if reference is not None:
+        yield reference
+    else:
+        with adapter_disabled(model):
+            yield model
+
+
+@torch.no_grad()
+def cached_base_logits(model: nn.Module, tok, items: list[Probe], batch_size: int,
+                       reference: nn.Module | None,
+                       limit_bytes: int | None = None) -> list[torch.Tensor] | None:
+    """Per retain item, the base model's logits at its content positions [n_content_i, vocab];
+    None when they would take more than `limit_bytes` (default `BASE_LOGITS_CACHE_BYTES`).
+
+    A row's content positions do not depend on the rest of its batch (right padding), so the
+    logits of any retain batch are the items' tensors concatenated in batch order.
+    """
+    if not items:
+        return None
+    device = next(model.parameters()).device
+    vocab = _causal_lm_vocab(model)
+    n_content = [int(encode(tok, [p], [p.answer or ""]).content_mask.sum()) for p in items]
+    limit = BASE_LOGITS_CACHE_BYTES if limit_bytes is None else limit_bytes
+    if sum(n_content) * vocab * 4 > limit:
+        return None
+    out: list[torch.Tensor] = []
+    with base_view(model, reference) as ref_model:
+        for s in range(0, len(items), batch_size):
+            chunk = items[s: s + batch_size]
+            b = encode(tok, chunk, [p.answer or "" for p in chunk]).to(device)
+            logits = logits_at(ref_model, b, b.content_mask).float()  # [n, vocab]
+            out += list(logits.split([int(c) for c in b.content_mask.sum(-1)]))
+    return out
+
+
+@torch.no_grad()
+def base_answer_side(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
+                     reference: nn.Module | None, want_logp: bool, want_blocked: bool
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The base model on the forget answers, in one pass over them: the summed answer
+    log-probability per item (NPO's reference, [n_items]; zeros unless `want_logp`) and, if
+    `want_blocked`, per item the next-token distribution at its answer tokens with the answer
+    token removed ([n_answer_i, vocab], the `forget_others_kl` term's target; kept on the CPU)."""
+    ref_logp = torch.zeros(len(items))
+    blocked: list[torch.Tensor] = []
+    if not (want_logp or want_blocked):
+        return ref_logp, blocked
+    device = next(model.parameters()).device
+    with base_view(model, reference) as ref_model:
+        for s in range(0, len(items), cfg.batch_size):
+            chunk = items[s: s + cfg.batch_size]
+            b = answer_batch(tok, chunk, cfg.forget_skip_leading).to(device)
+            logits = logits_at(ref_model, b, b.target_mask)  # [n_answer_tokens, vocab]
+            ref_logp[s: s + len(chunk)] = target_logprobs_from_logits(logits, b).cpu()
+            if want_blocked:
+                target = blocked_distribution(logits, next_token_ids(b, b.target_mask)).cpu()
+                blocked += list(target.split([int(c) for c in b.target_mask.sum(-1)]))
+    return ref_logp, blocked
+
+
+def _causal_lm_vocab(model: nn.Module) -> int:
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return lm.get_output_embeddings().weight.shape[0]
+
+
+def blocked_distribution(base_logits: torch.Tensor, blocked_ids: torch.Tensor) -> torch.Tensor:
+    """The base model's next-token distribution with the blocked token of each position taken
+    out and the rest renormalised: what a decode-time blocklist samples from.
+
+    base_logits [n_positions, vocab], blocked_ids [n_positions] -> [n_positions, vocab].
+    """
+    p = torch.softmax(base_logits.float(), -1)
+    p = p.scatter(-1, blocked_ids[:, None], 0.0)
+    return p / p.sum(-1, keepdim=True)
