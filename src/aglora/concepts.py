@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aglora.config import load_yaml
 from aglora.errors import AgloraError
+from aglora.settings import load_yaml
 
 DATA_DIR = Path(__file__).parent / "data"
 SPLITS = ("forget", "neighbor", "utility")

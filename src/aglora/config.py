@@ -20,8 +20,6 @@ from aglora.settings import apply_overrides, build, load_yaml, setting
 MLP_MODULES = ("down_proj", "gate_proj", "up_proj")
 
 
-
-
 @dataclass
 class ModelConfig:
     name_or_path: str | None = setting(
@@ -183,16 +181,8 @@ class RunConfig:
     seed: int = setting(0, "global seed")
 
 
-
-
-
-
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     return build(RunConfig, data)
-
-
-
-
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from aglora.bench.config import BenchConfig, BenchSettings, MethodEntry, _key
+from aglora.bench.config import BenchConfig, BenchSettings, MethodEntry
 from aglora.bench.memory import PeakMemory, release_memory
 from aglora.concepts import ConceptSpec, Probe, load_tofu
 from aglora.config import (
@@ -20,14 +21,16 @@ from aglora.errors import AgloraError
 from aglora.methods import apply_method
 from aglora.methods.base import MethodInputs
 from aglora.model.adapter import merged_copy
+from aglora.model.identity import weights_digest
 from aglora.pipeline.eval.sides import kl_between
 from aglora.runtime.artifacts import (
     load_tensors,
-    read_json,
     save_tensors,
-    write_json,
 )
+from aglora.runtime.cache import cache_key, cached_json
 from aglora.settings import to_dict
+
+_log = logging.getLogger("aglora")
 
 
 def bench_probes(concept: ConceptSpec, run: RunConfig) -> list[Probe]:
@@ -66,59 +69,57 @@ def relearn_cell(un, tok, probes: list[Probe], base, after, s: BenchSettings) ->
 
 
 def shared_scores(model: nn.Module, tok, concept: ConceptSpec, run: RunConfig, out: Path,
-                  log=print) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
+                  log=_log.info) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
     """(activation statistics, AG scores, seconds spent) — cached under shared/."""
     from aglora.pipeline.record import record
     from aglora.pipeline.score import compute_scores
-    key = _key({"concept": run.concept, "score": to_dict(run.score),
-                "mask_seed": run.mask.seed, "model": to_dict(run.model)})
-    meta_path = out / "shared" / "scores.json"
-    if meta_path.is_file() and read_json(meta_path).get("key") == key:
-        meta = read_json(meta_path)
-        return (load_tensors(out / "shared" / "activations.safetensors"),
-                load_tensors(out / "shared" / "scores.safetensors"), meta["seconds"])
-    log("[bench] recording and scoring the concept's neurons (once)")
-    start = time.time()
-    stats = record(model, tok, concept.forget, concept.retain, run.score.batch_size)
-    sc = run.score
-    scores = compute_scores(stats, sc.scorer, sc.eps, sc.retain_weight, run.mask.seed)
-    seconds = time.time() - start
-    save_tensors(out / "shared" / "activations.safetensors", stats)
-    save_tensors(out / "shared" / "scores.safetensors", scores)
-    write_json(meta_path, {"key": key, "seconds": seconds})
-    return stats, scores, seconds
+    shared = out / "shared"
+    key = cache_key({"concept": run.concept, "score": to_dict(run.score),
+                     "mask_seed": run.mask.seed, "model": weights_digest(model)})
+
+    def compute() -> dict:
+        log("[bench] recording and scoring the concept's neurons (once)")
+        start = time.time()
+        stats = record(model, tok, concept.forget, concept.retain, run.score.batch_size)
+        sc = run.score
+        scores = compute_scores(stats, sc.scorer, sc.eps, sc.retain_weight, run.mask.seed)
+        save_tensors(shared / "activations.safetensors", stats)
+        save_tensors(shared / "scores.safetensors", scores)
+        return {"seconds": time.time() - start}
+
+    meta = cached_json(shared / "scores.json", compute, key=key)
+    return (load_tensors(shared / "activations.safetensors"),
+            load_tensors(shared / "scores.safetensors"), meta["seconds"])
 
 
 def shared_base_side(model: nn.Module, tok, probes: list[Probe], s: BenchSettings, out: Path,
-                     log=print):
+                     log=_log.info):
     """The base model's side of every evaluation, computed once and cached."""
     from aglora.pipeline.eval.sides import SideResult
-    path = out / "shared" / "base_side.json"
-    key = _key({"probes": [p.to_dict() for p in probes], "eval": to_dict(s.run.eval),
-                "gen": s.eval.generate_splits, "model": to_dict(s.run.model)})
-    if path.is_file():
-        data = read_json(path)
-        if data.get("key") == key:
-            return SideResult(data["scores"], data["lengths"], data["generations"]), data["seconds"]
-    log(f"[bench] evaluating the base model on {len(probes)} probes (once)")
-    start = time.time()
-    side = measure_side(model, tok, probes, s, "base")
-    seconds = time.time() - start
-    write_json(path, {"key": key, "seconds": seconds, "scores": side.scores,
-                      "lengths": side.lengths, "generations": side.generations})
-    return side, seconds
+    key = cache_key({"probes": [p.to_dict() for p in probes], "eval": to_dict(s.run.eval),
+                     "gen": s.eval.generate_splits, "model": weights_digest(model)})
+
+    def compute() -> dict:
+        log(f"[bench] evaluating the base model on {len(probes)} probes (once)")
+        start = time.time()
+        side = measure_side(model, tok, probes, s, "base")
+        return {"seconds": time.time() - start, "scores": side.scores, "lengths": side.lengths,
+                "generations": side.generations}
+
+    data = cached_json(out / "shared" / "base_side.json", compute, key=key)
+    return SideResult(data["scores"], data["lengths"], data["generations"]), data["seconds"]
 
 
 def cell_key(cfg: BenchConfig, entry: MethodEntry, seed: int) -> str:
     s = cfg.cell_settings(entry, seed)
     d = to_dict(s)
     d.pop("seeds")
-    return _key({"method": entry.method, "settings": d})
+    return cache_key({"method": entry.method, "settings": d}, length=16)
 
 
 def run_cell(model: nn.Module, tok, concept: ConceptSpec, probes: list[Probe], base_side,
              stats: dict, scores: dict, cfg: BenchConfig, entry: MethodEntry, seed: int,
-             cell_dir: Path, log=print) -> dict:
+             cell_dir: Path, log=_log.info) -> dict:
     s = cfg.cell_settings(entry, seed)
     device = next(model.parameters()).device
     # The working copy of the base is made before the memory measurement: peak memory is what

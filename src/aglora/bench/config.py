@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,8 @@ SPLITS_GEN = ("forget", "neighbor")
 @dataclass
 class BenchEvalConfig:
     generate_splits: list[str] = setting(
-        list(SPLITS_GEN), "splits that get one greedy generation (forget: leaks; neighbor: fluency)")
+        list(SPLITS_GEN),
+        "splits that get one greedy generation (forget: leaks; neighbor: fluency)")
     relearn_steps: int = setting(10, "steps of the relearning attack per cell (0 = off)")
     relearn_lr: float = setting(1e-5, "learning rate of the relearning attack")
     relearn_batch_size: int = setting(4, "batch size of the relearning attack")
@@ -116,6 +115,3 @@ def select_entries(cfg: BenchConfig, names: str | None) -> list[MethodEntry]:
                           f"{', '.join(e.label for e in cfg.entries)}")
     return [e for e in cfg.entries if e.label in wanted or e.method in wanted]
 
-
-def _key(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -24,15 +24,16 @@ relearning attack on one fixed split of the known forget facts for all cells.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from aglora.bench import workers as bench_workers
 from aglora.bench.cells import bench_probes, cell_key, run_cell, shared_base_side, shared_scores
 from aglora.bench.config import BenchConfig, load_bench_config, select_entries
-from aglora.bench import workers as bench_workers
 from aglora.bench.table import _cached_seconds, _seeds, cell_values, write_outputs
 from aglora.concepts import ConceptSpec, Probe, load_concept
 from aglora.errors import AgloraError
@@ -42,28 +43,12 @@ from aglora.runtime.artifacts import (
     write_text,
 )
 
-# ---- configuration -----------------------------------------------------------------------------
+_log = logging.getLogger("aglora")
 
 
-# ---- memory ------------------------------------------------------------------------------------
-
-
-# ---- evaluation --------------------------------------------------------------------------------
-
-
-# ---- shared, computed once ---------------------------------------------------------------------
-
-
-# ---- one cell ----------------------------------------------------------------------------------
-
-
-# ---- aggregation -------------------------------------------------------------------------------
-
-
-# ---- the command -------------------------------------------------------------------------------
 def run_bench(config: str | Path, out: Path, methods: str | None = None,
               seeds: int | None = None, overrides: list[str] | None = None,
-              force: bool = False, log=print, model_tok: tuple | None = None,
+              force: bool = False, log=_log.info, model_tok: tuple | None = None,
               report_only: bool = False, jobs: int = 1, worker: bool = False) -> dict | None:
     """Run every unfinished cell, then write bench.json, bench.md and tradeoff.png.
 
@@ -132,9 +117,10 @@ def run_bench(config: str | Path, out: Path, methods: str | None = None,
     return result
 
 
+
 def _run_cells(todo: list, model: nn.Module, tok, concept: ConceptSpec, probes: list[Probe],
                base_side, stats: dict, scores: dict, cfg: BenchConfig, out: Path, force: bool,
-               claim: bool, log=print) -> None:
+               claim: bool, log=_log.info) -> None:
     """Run the unfinished cells of `todo` in order; with `claim`, only those no other process
     has taken (`bench_workers.claim`)."""
     for n, (entry, seed) in enumerate(todo, 1):

@@ -108,15 +108,6 @@ def base_values(cells: list[dict]) -> dict[str, float]:
     return v
 
 
-
-
-
-
-
-
-
-
-
 def bench_markdown(summary: dict[str, dict], base: dict[str, float], header: str) -> str:
     lines = [header, ""]
     lines += [
@@ -133,10 +124,12 @@ def bench_markdown(summary: dict[str, dict], base: dict[str, float], header: str
         collapsed = v["degenerate"]
         lines.append(
             f"| {label} | {v['forget_acc']['n']} | {fmt_mean_sd(v['forget_acc'])} | "
-            f"{fmt_mean_sd(v['forget_leak'])} | {fmt_mean_sd(v['neighbor_acc'])} | {fmt_mean_sd(v['utility_acc'])} | "
+            f"{fmt_mean_sd(v['forget_leak'])} | {fmt_mean_sd(v['neighbor_acc'])} | "
+            f"{fmt_mean_sd(v['utility_acc'])} | "
             f"{fmt_mean_sd(v['kl_neighbor'], 4)} | "
             f"{round(collapsed['mean'] * collapsed['n'])}/{collapsed['n']} | "
-            f"{fmt_mean_sd(v['relearn'])} | {fmt_mean_sd(v['steps'], 0)} | {fmt_mean_sd(v['method_seconds'], 0)} | "
+            f"{fmt_mean_sd(v['relearn'])} | {fmt_mean_sd(v['steps'], 0)} | "
+            f"{fmt_mean_sd(v['method_seconds'], 0)} | "
             f"{fmt_mean_sd(v['peak_mb'], 0)} | {fmt_count(v['trainable_params']['mean'])} | "
             f"{human_bytes(v['artifact_bytes']['mean'])} |")
     fams = sorted({k.split("/")[1] for k in base if k.startswith("fam/")})
@@ -274,4 +267,6 @@ def _seeds(entry: MethodEntry, seeds: int) -> list[int]:
 
 
 def _cached_seconds(path: Path) -> float:
-    return float(read_json(path).get("seconds", float("nan"))) if path.is_file() else float("nan")
+    """The seconds a shared step took, from its cache entry (NaN when there is none)."""
+    value = read_json(path).get("value") if path.is_file() else None
+    return float(value.get("seconds", float("nan"))) if isinstance(value, dict) else float("nan")

@@ -38,7 +38,8 @@ def print_recommendation(r: dict) -> None:
           f"{r['n_lists']} held-apart lists, {r['n_rank_prompts']} ranked prompts)")
     print(f"  exposure        {fmt_pct(r['exposure']['base'])} → {fmt_pct(r['exposure']['after'])}")
     for title, t in r["banned_titles"].items():
-        print(f"  {title}: exposure {fmt_pct(t['exposure']['base'])} → {fmt_pct(t['exposure']['after'])},"
+        print(f"  {title}: exposure {fmt_pct(t['exposure']['base'])} → "
+              f"{fmt_pct(t['exposure']['after'])},"
               f" median rank {t['median_rank']['base']:g} → {t['median_rank']['after']:g}")
     print(f"  NDCG@10 (rest)  {fmt(r['ndcg10']['mean'])} (min "
           f"{fmt(r['ndcg10']['min'])})")
@@ -52,13 +53,15 @@ def print_recommendation(r: dict) -> None:
               + (f", 95 % interval {ci[0]:.2f}–{ci[1]:.2f}×)" if ci else ")"))
     if "validity_distinct" in r:
         vd = r["validity_distinct"]
-        print(f"  validity (distinct items per list) {fmt_pct(vd['base'])} → {fmt_pct(vd['after'])}")
+        print(f"  validity (distinct items per list) {fmt_pct(vd['base'])} → "
+              f"{fmt_pct(vd['after'])}")
     print(f"  genre agreement {fmt_pct(r['genre_agreement']['base'])} → "
           f"{fmt_pct(r['genre_agreement']['after'])}")
     inter = r.get("interference")
     if inter:
         print(f"  with {inter['other_run']} loaded too: this ban "
-              f"{fmt_pct(inter['this']['exposure_alone'])} → {fmt_pct(inter['this']['exposure_both'])}, "
+              f"{fmt_pct(inter['this']['exposure_alone'])} → "
+              f"{fmt_pct(inter['this']['exposure_both'])}, "
               f"other ban {fmt_pct(inter['other']['exposure_alone'])} → "
               f"{fmt_pct(inter['other']['exposure_both'])}: "
               + ("INTERFERE" if inter["interferes"] else "no interference"))

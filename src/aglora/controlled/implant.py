@@ -14,8 +14,7 @@ fingerprint, so a rerun loads them in a second instead of training again.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import math
 import random
 import time
@@ -30,18 +29,21 @@ from aglora.concepts import Probe
 from aglora.controlled.settings import ImplantConfig
 from aglora.errors import AgloraError
 from aglora.model.forward import target_logprobs
-from aglora.model.identity import fingerprint
+from aglora.model.identity import weights_digest
 from aglora.model.tokens import encode
 from aglora.pipeline.train.loop import unfrozen
 from aglora.pipeline.train.objectives import nll_loss
 from aglora.runtime.artifacts import load_tensors, read_json, save_tensors, write_json
-from aglora.runtime.cache import cache_dir
+from aglora.runtime.cache import cache_dir, cache_key
+
+_log = logging.getLogger("aglora")
+
 
 VARIANTS = ("full", "retain")
 
 
 def finetune(model: nn.Module, tok, items: list[Probe], cfg: ImplantConfig,
-             log: Callable[[str], None] = print) -> list[dict]:
+             log: Callable[[str], None] = _log.info) -> list[dict]:
     """Full-parameter fine-tune of `model` in place on `items` (answer tokens); returns history."""
     if not items or any(not p.answer for p in items):
         raise AgloraError("implant: every item needs an answer, and there must be some")
@@ -108,10 +110,10 @@ def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Modul
     return model
 
 
-def cache_key(catalogue_digest: str, cfg: ImplantConfig, base: nn.Module) -> str:
-    blob = json.dumps({"catalogue": catalogue_digest, "implant": asdict(cfg),
-                       "base": fingerprint(base), "format": 1}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def implant_key(catalogue_digest: str, cfg: ImplantConfig, base: nn.Module) -> str:
+    """The implant cache entry of a catalogue, implant settings and base model."""
+    return cache_key({"catalogue": catalogue_digest, "implant": asdict(cfg),
+                      "base": weights_digest(base), "format": 1}, length=16)
 
 
 def implant_dir(key: str, root: Path | None = None) -> Path:
@@ -120,7 +122,7 @@ def implant_dir(key: str, root: Path | None = None) -> Path:
 
 def ensure_implanted(load_base: Callable[[], tuple[nn.Module, object]],
                      items: dict[str, list[Probe]], catalogue_digest: str, cfg: ImplantConfig,
-                     root: Path | None = None, log: Callable[[str], None] = print) -> Path:
+                     root: Path | None = None, log: Callable[[str], None] = _log.info) -> Path:
     """Train (or find cached) the 'full' and 'retain' weights; return their cache folder.
 
     `items` maps each variant ('full', 'retain') to its implant items; `load_base` returns a
@@ -129,7 +131,7 @@ def ensure_implanted(load_base: Callable[[], tuple[nn.Module, object]],
     if set(items) != set(VARIANTS):
         raise AgloraError(f"implant: expected items for {VARIANTS}, got {sorted(items)}")
     base, _ = load_base()
-    folder = implant_dir(cache_key(catalogue_digest, cfg, base), root)
+    folder = implant_dir(implant_key(catalogue_digest, cfg, base), root)
     del base
     meta_path = folder / "implant.json"
     meta = read_json(meta_path) if meta_path.is_file() else {"variants": {}}

@@ -19,6 +19,7 @@ the shared registry.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -31,6 +32,9 @@ from aglora.config import LoraConfig, MaskConfig, RunConfig, TrainConfig
 from aglora.controlled.settings import MethodSettings
 from aglora.methods import apply_method
 from aglora.methods.base import MethodInputs
+
+_log = logging.getLogger("aglora")
+
 
 FULL_PARAMETER = ("full_gd", "full_npo", "rmu")
 NEEDS_SCORES = ("ag_lora", "act_edit")
@@ -70,7 +74,7 @@ def _scores(model: nn.Module, tok, forget: list[Probe], retain: list[Probe],
 
 
 def run_method(name: str, model: nn.Module, tok, forget: list[Probe], retain: list[Probe],
-               s: MethodSettings, log: Callable[[str], None] = print) -> MethodOutcome:
+               s: MethodSettings, log: Callable[[str], None] = _log.info) -> MethodOutcome:
     """Unlearn `forget` from `model` (left unchanged) with the shared method `name`."""
     start = time.time()
     extra: dict = {}

@@ -16,6 +16,7 @@ cached across output directories (`implant.py`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -39,6 +40,9 @@ from aglora.controlled.settings import ControlledConfig
 from aglora.model.likelihood import choice_correct, margin, score_options_with_lengths
 from aglora.runtime.artifacts import read_json, write_json, write_text, write_with
 from aglora.runtime.format import fmt, fmt_p
+
+_log = logging.getLogger("aglora")
+
 
 REFERENCES = ("base", "full", "retain")
 Loader = Callable[[], tuple[nn.Module, object]]
@@ -82,7 +86,7 @@ def summarise_set(name: str, probes: list[Probe], scores: list[list[float]],
 
 
 def evaluate_model(model: nn.Module, tok, sets: dict[str, list[Probe]], batch_size: int,
-                   log: Callable[[str], None] = print, label: str = "") -> dict:
+                   log: Callable[[str], None] = _log.info, label: str = "") -> dict:
     out = {}
     start = time.time()
     for name, probes in sets.items():
@@ -172,7 +176,7 @@ def run_method(name: str, cat: Catalogue, load_base: Loader, folder: Path, sets:
 
 
 def run_controlled(cfg: ControlledConfig, out: Path, load_base: Loader,
-                   cache_root: Path | None = None, log: Callable[[str], None] = print) -> dict:
+                   cache_root: Path | None = None, log: Callable[[str], None] = _log.info) -> dict:
     """The whole track; returns (and writes) controlled.json."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,10 +210,6 @@ def run_controlled(cfg: ControlledConfig, out: Path, load_base: Loader,
 
 
 # ---- outputs -------------------------------------------------------------------------------------
-
-
-
-
 
 
 def render_markdown(summary: dict) -> str:
@@ -279,4 +279,3 @@ def _plot(summary: dict, path: Path, log: Callable[[str], None]) -> None:
     fig.tight_layout()
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
-

@@ -26,6 +26,7 @@ from aglora.config import TrainConfig
 from aglora.errors import AgloraError
 from aglora.methods.base import MethodInputs, Unlearned, fresh_copy, tensor_bytes
 from aglora.methods.settings import RmuConfig
+from aglora.model.forward import causal_lm
 from aglora.model.neurons import mlp_layers
 from aglora.model.tokens import Batch, encode
 from aglora.pipeline.train.loop import train, unfrozen
@@ -36,7 +37,7 @@ class _Stop(Exception):
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm = causal_lm(model)
     return lm.get_decoder().layers
 
 
@@ -56,7 +57,7 @@ def hidden_at(model: nn.Module, batch: Batch, layer: int) -> torch.Tensor:
         store.append(out[0] if isinstance(out, tuple) else out)
         raise _Stop
 
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm = causal_lm(model)
     handle = decoder_layers(model)[layer].register_forward_hook(hook)
     try:
         lm.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)

@@ -22,7 +22,8 @@ from torch import nn
 from aglora.model.tokens import Batch
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
+def causal_lm(model: nn.Module) -> nn.Module:
+    """The causal LM inside a peft wrapper (a plain model: itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
@@ -67,7 +68,7 @@ def logits_at(model: nn.Module, batch: Batch, positions: torch.Tensor,
               inputs_embeds: torch.Tensor | None = None, share_prefix: bool = True
               ) -> torch.Tensor:
     """Logits at positions where `positions` [batch, seq] is 1 -> [n_selected, vocab]."""
-    lm = _causal_lm(model)
+    lm = causal_lm(model)
     decoder = lm.get_decoder()
     if inputs_embeds is not None:
         hidden = decoder(inputs_embeds=inputs_embeds,

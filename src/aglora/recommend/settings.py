@@ -30,7 +30,8 @@ class RecConfig:
     gen_batch: int = setting(16, "prompts per generation batch")
     rank_chunk: int = setting(104, "titles scored per forward pass when ranking the catalogue")
     pool_size: int = setting(
-        24, "titles scored on each training prompt to pick forget distractors and the retain answer")
+        24,
+        "titles scored on each training prompt to pick forget distractors and the retain answer")
     forget_distractors: str = setting(
         "median",
         "distractors of the forget recommendation items (and so the early-stopping goal): 'median'"

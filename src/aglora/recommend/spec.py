@@ -32,6 +32,7 @@ forget/recommendation, forget/description, and neighbor/same-director|same-cast|
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 from collections import Counter
@@ -48,6 +49,9 @@ from aglora.recommend.prompts import RecPrompt, distractors_for, fact_probes, ne
 from aglora.recommend.ranking import RANK_PREFIX, title_scores
 from aglora.recommend.settings import RecConfig
 from aglora.runtime.artifacts import write_text
+
+log = logging.getLogger("aglora")
+
 
 MAX_EVAL_RECOMMENDATION_PROBES = 12
 ITEM_MARKER = re.compile(r"^\s*(?:\d{1,2}\s*[.):]|[-*\u2022])\s*")  # "3. ", "- " (matcher's)
@@ -97,7 +101,7 @@ def build_ban_spec(model: nn.Module, tok, catalog: Catalog, banned: list[Movie],
     prompts = [p for p in train_prompts if not names_banned(p, keys)]
     pool = _pool(catalog, banned, rng, cfg.pool_size)
     options = [m.title for m in banned] + [m.title for m in pool]
-    print(f"[aglora] scoring {len(options)} titles on {len(prompts)} training prompts")
+    log.info(f"[aglora] scoring {len(options)} titles on {len(prompts)} training prompts")
     scores = title_scores(model, tok, [p.text for p in prompts], options,
                           desc="ban: score training prompts")  # [n_prompts, n_options]
     nb = len(banned)
@@ -160,7 +164,7 @@ def build_ban_spec(model: nn.Module, tok, catalog: Catalog, banned: list[Movie],
     counts = {"forget": len(forget), "forget_with_choice": sum(p.has_choice for p in forget),
               "retain": len(retain), "eval_probes": len(eval_probes),
               "training_prompts": len(prompts), "pool": len(pool)}
-    print(f"[aglora] ban spec: {counts}")
+    log.info(f"[aglora] ban spec: {counts}")
     return counts
 
 
@@ -192,8 +196,8 @@ def base_list_items(model: nn.Module, tok, catalog: Catalog, prompts: list[RecPr
                 out.append(Probe(prompt=p.text, answer=edited, family="list-replaced",
                                  id=f"lr-{p.id}"))
                 replaced += 1
-    print(f"[aglora] {len(out) - replaced} of {len(prompts)} base lists on training prompts kept "
-          f"as retain items, {replaced} more with their banned items replaced")
+    log.info(f"[aglora] {len(out) - replaced} of {len(prompts)} base lists on training prompts "
+             f"kept as retain items, {replaced} more with their banned items replaced")
     return out, listed
 
 

@@ -35,7 +35,8 @@ def evaluate(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
     has_adapter = hasattr(model, "disable_adapter")
     cache_path = base_cache_file(model, probes, cfg, gen_mask)
     after_model = merged_copy(model)  # the adapter folded in: no LoRA overhead per forward
-    # Two independent passes run at once on a CPU (aglora.runtime.threads), each on half the threads:
+    # Two independent passes run at once on a CPU (aglora.runtime.threads), each on half the
+    # threads:
     # the base and after sides on a first evaluation; scoring and generation otherwise. Every
     # pass thus runs on the same number of threads, cached base side or not: the same numbers.
     parallel = cfg.parallel_sides

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,8 +17,7 @@ from aglora.model.identity import weights_digest
 from aglora.model.likelihood import score_options_with_lengths
 from aglora.model.tokens import encode
 from aglora.pipeline.train.objectives import kl_base_model
-from aglora.runtime.artifacts import read_json, write_json
-from aglora.runtime.cache import cache_dir
+from aglora.runtime.cache import cache_dir, cache_key, cached_json
 from aglora.runtime.threads import run_pair
 
 
@@ -101,37 +98,28 @@ def base_side(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
     """The base model's measurements (adapter disabled), from the cache when it has them.
 
     The base side depends only on the base weights, the probes and the eval settings, so it is
-    kept under `<cache>/base-eval/<key>.json` (key: a digest of all three plus the library
-    versions) and a rerun measures only the after side. `eval.cache_base: false` turns it off.
-    `cache_path`: that file, when the caller has already worked it out (`base_cache_file`);
-    `parallel`: as in `measure`.
+    kept in the cache (`aglora.runtime.cache`, folder `base-eval/`) and a rerun measures only the
+    after side. `eval.cache_base: false` turns it off. `cache_path`: the entry, when the caller
+    has already worked it out (`base_cache_file`); `parallel`: as in `measure`.
     """
     path = cache_path or base_cache_file(model, probes, cfg, gen_mask)
-    if path is not None and path.is_file():
-        data = read_json(path)
-        return SideResult(data["scores"], data["lengths"], data["generations"])
-    with adapter_disabled(model):
-        side = measure(model, tok, probes, cfg, gen_mask, "base", parallel)
-    if path is not None:
-        write_json(path, {"scores": side.scores, "lengths": side.lengths,
-                          "generations": side.generations})
-    return side
+
+    def compute() -> dict:
+        with adapter_disabled(model):
+            side = measure(model, tok, probes, cfg, gen_mask, "base", parallel)
+        return {"scores": side.scores, "lengths": side.lengths, "generations": side.generations}
+
+    data = cached_json(path, compute) if path is not None else compute()
+    return SideResult(data["scores"], data["lengths"], data["generations"])
 
 
 def base_cache_file(model: nn.Module, probes: list[Probe], cfg: EvalConfig,
                     gen_mask: list[bool]) -> Path | None:
     """Where the base side of this evaluation is cached (None: `eval.cache_base` is off)."""
-    return _base_cache_path(model, probes, cfg, gen_mask) if cfg.cache_base else None
-
-
-def _base_cache_path(model: nn.Module, probes: list[Probe], cfg: EvalConfig,
-                     gen_mask: list[bool]) -> Path:
-    import transformers
-
-    import aglora
+    if not cfg.cache_base:
+        return None
     settings = {k: v for k, v in asdict(cfg).items() if k not in ("relearn_steps", "cache_base")}
-    blob = json.dumps({"weights": weights_digest(model), "eval": settings, "gen": gen_mask,
-                       "probes": [p.to_dict() for p in probes], "aglora": aglora.__version__,
-                       "torch": torch.__version__, "transformers": transformers.__version__,
-                       "device": str(next(model.parameters()).device)}, sort_keys=True)
-    return cache_dir() / "base-eval" / f"{hashlib.sha256(blob.encode()).hexdigest()[:24]}.json"
+    key = cache_key({"weights": weights_digest(model), "eval": settings, "gen": gen_mask,
+                     "probes": [p.to_dict() for p in probes],
+                     "device": str(next(model.parameters()).device)})
+    return cache_dir() / "base-eval" / f"{key}.json"

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from aglora.pipeline.report.sections import family_order
+from aglora.pipeline.report.document import family_order
 from aglora.runtime.artifacts import atomic_path
 from aglora.runtime.format import as_float, dig, fmt, fmt_int, is_number
 

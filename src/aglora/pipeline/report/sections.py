@@ -58,14 +58,6 @@ EXAMPLE_FAMILIES = ("direct", "paraphrase")
 
 
 # ---------------------------------------------------------------------------------------------
-# Document blocks and their two renderings
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs
-
-
-# ---------------------------------------------------------------------------------------------
 # Number formatting
 
 
@@ -140,7 +132,8 @@ _GROUP_HEADERS = ["n", "known", "chance", "known acc. base → after [95% CI]",
 
 
 def _group_row(name: str, g: dict) -> list[str]:
-    return [name, fmt_int(g.get("n")), fmt_int(g.get("n_known")), fmt(g.get("chance")), _known_acc(g),
+    return [name, fmt_int(g.get("n")), fmt_int(g.get("n_known")), fmt(g.get("chance")),
+            _known_acc(g),
             _arrow(g.get("margin")), _leak(g), fmt(g.get("answer_logprob_drop")),
             _arrow(g.get("truth_ratio"))]
 
@@ -219,8 +212,6 @@ def training_section(inputs: RunInputs, fig_dir: Path) -> list[Block]:
 def truncate(text: str, limit: int = MAX_ANSWER_CHARS) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
 
 
 def _leak_mark(gens: Any, patterns: list[str]) -> tuple[str, str]:
@@ -334,9 +325,3 @@ def config_section(config_text: str | None) -> list[Block]:
     else:
         blocks.append(Details("Resolved configuration", config_text, "config.yaml"))
     return blocks
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry point
-
-

@@ -19,6 +19,7 @@ from aglora.concepts import Probe
 from aglora.config import TrainConfig
 from aglora.model.adapter import adapter_disabled
 from aglora.model.forward import (
+    causal_lm,
     logits_at,
     next_token_ids,
     target_logprobs_from_logits,
@@ -93,7 +94,7 @@ def base_answer_side(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig
 
 
 def _causal_lm_vocab(model: nn.Module) -> int:
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    lm = causal_lm(model)
     return lm.get_output_embeddings().weight.shape[0]
 
 

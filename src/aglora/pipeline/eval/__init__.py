@@ -1,0 +1,3 @@
+"""The eval stage: measure both sides (`sides`), assemble the metrics (`metrics`, with
+`text_stats`), run it on a run or on any probe files (`evaluate`, `standalone`), and attack
+the result by fine-tuning (`relearn`)."""
