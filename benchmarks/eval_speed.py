@@ -2,13 +2,13 @@
 
     python benchmarks/eval_speed.py runs/demo [--parts] [--set eval.KEY=VALUE ...]
 
-Loads the run's base model and adapter and times `aglora.evaluate.evaluate` with the run's eval
-settings, as `aglora eval` runs it: "cold" is a first evaluation (an empty base-side cache, in a
-temporary folder), "warm" a rerun that reads the base side from that cache (`eval.cache_base`).
-`--parts` times each part instead, one after the other at the full thread count: the base side
-(likelihood scoring, generation), folding the adapter into a copy of the weights, the after
-side, and KL on neighbour and general prompts. Issue 3's target for the demo probe set on 2 CPU
-cores is 180 s for a first evaluation.
+Loads the run's base model and adapter and times `aglora.pipeline.eval.evaluate.evaluate` with the
+run's eval settings, as `aglora eval` runs it: "cold" is a first evaluation (an empty base-side
+cache, in a temporary folder), "warm" a rerun that reads the base side from that cache
+(`eval.cache_base`). `--parts` times each part instead, one after the other at the full thread
+count: the base side (likelihood scoring, generation), folding the adapter into a copy of the
+weights, the after side, and KL on neighbour and general prompts. The target for the demo
+probe set on 2 CPU cores is 180 s for a first evaluation.
 """
 
 from __future__ import annotations

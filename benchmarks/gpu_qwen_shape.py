@@ -1,6 +1,6 @@
 """step_speed.py's measurements on a Qwen2.5-3B-shaped model with random weights (GPU, bf16).
 
-    PYTHONPATH=src python benchmarks/gpu_qwen_shape.py            # CUDA, bf16, < 8 min on a H100
+    PYTHONPATH=src python benchmarks/gpu_qwen_shape.py            # CUDA, bf16
     PYTHONPATH=src python benchmarks/gpu_qwen_shape.py --tiny     # CPU smoke test, scaled down
 
 No hub is reachable on the GPU machine, so the model is built from its configuration (values of

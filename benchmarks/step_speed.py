@@ -1,10 +1,10 @@
-"""Cost of aglora's own machinery, printed as a table (issue 4 targets in brackets).
+"""Cost of aglora's own machinery, printed as a table (targets in brackets).
 
     OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/step_speed.py [--steps 8] [--batch 8]
 
 On the embedded SmolLM2-135M-Instruct (CPU) with the Inception concept's training items:
 - masked-LoRA training step vs plain LoRA at the same rank and batch, on the same layers and on
-  every layer (target: masked <= 1.10 x plain). A step is one step of `train.train` with the
+  every layer (target: masked <= 1.10 x plain). A step is one step of the training loop with the
   demo objective (NPO forget + KL retain: forward+backward on a forget batch, a base forward and
   a forward+backward on a retain batch); the variants' steps interleaved round-robin, median
   over `--steps` rounds after one warm-up round;
@@ -177,7 +177,7 @@ def machine_line(device: torch.device) -> str:
         speed = speed_index()
         name = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} "
                 f"threads, matmul {speed['gflops_1_thread']:.0f} GFLOPS at 1 thread "
-                f"(aglora.hostspeed)")
+                f"(aglora.runtime.hostspeed)")
     return f"{name}, torch {torch.__version__}"
 
 

@@ -1,4 +1,11 @@
-"""TODO docstring."""
+"""One bench cell (a method x seed) and what every cell shares.
+
+The shared steps run once and are cached under the bench's `shared/`: record + score of the
+activation-guided neurons, and the base model's side of the evaluation. A cell applies its
+method to a fresh copy of the base, measures the after side with the light evaluation (greedy
+generations only), assembles the metrics with `pipeline.eval.metrics.summarise`, and runs the
+relearning attack on one fixed split of the known forget facts for all cells.
+"""
 
 from __future__ import annotations
 

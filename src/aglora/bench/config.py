@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""A bench's settings (the shared run config, seeds, method settings, light evaluation) and its
+method entries (a registered method with config overrides and a label), built by the settings
+toolkit and checked before any model loads."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Peak memory of a method while it runs: CUDA allocated bytes, or sampled RSS on a CPU."""
 
 from __future__ import annotations
 

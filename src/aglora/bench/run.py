@@ -15,7 +15,7 @@ Layout of the output directory:
     logs/worker-K.log        with --jobs N: what each worker process printed
 
 Resumable: a cell whose JSON exists with the same settings is skipped. `--jobs N` runs N cells at
-once in worker processes (`aglora.bench_workers`). The evaluation is lighter
+once in worker processes (`aglora.bench.workers`). The evaluation is lighter
 than `aglora eval` so that all methods fit in the time budget: likelihood choice on every probe,
 greedy generation only (forget probes for leaks, neighbours for fluency and the collapse
 verdict), KL(base || after) on neighbours against the base model held in memory, and the
@@ -54,7 +54,7 @@ def run_bench(config: str | Path, out: Path, methods: str | None = None,
 
     `model_tok` gives an already loaded (model, tokenizer) instead of `run.model` (tests).
     `report_only` runs nothing: it tabulates the finished cells of the selected methods.
-    `jobs` > 1 runs that many cells at once in worker processes (`aglora.bench_workers`);
+    `jobs` > 1 runs that many cells at once in worker processes (`aglora.bench.workers`);
     `worker` marks such a process: it runs the cells it can claim and writes no tables.
     """
     import yaml

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The bench's outputs from its finished cells: per setting mean and sd over seeds, `bench.md`
+(one table, plus forget families), `bench.json` (with the machine and a host-speed index) and the
+trade-off figure (forget accuracy against neighbour accuracy and neighbour KL)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,20 @@
 """The controlled track's methods: the shared registry of `aglora.methods` on a fixed budget.
 
-The track unlearns with exactly the code `aglora bench` compares (`aglora.methods.apply_method`,
-the training loop of `aglora.train`); this module only translates the track's `MethodSettings`
-into the run configuration each method reads, and computes the activation-guided scores for the
-methods that need them. Differences from `aglora bench`, all from the TOFU protocol:
+The track unlearns with exactly the code `aglora bench` compares (`aglora.methods.apply_method`, the
+one training loop of `aglora.pipeline.train`); this module only translates the track's
+`MethodSettings` into the run configuration each method reads, and computes the activation-guided
+scores for the methods that need them. Differences from `aglora bench`, all from the TOFU protocol:
 
 - every method gets exactly `settings.steps` optimisation steps (no early stopping: `min_steps`
   equals `max_steps`, one check at the end);
 - the full-parameter baselines use open-unlearning's retain term, NLL on the retain items, with
   `full_lr` and `full_retain_weight`; the LoRA methods use aglora's NPO + KL(full || model) with
   `lora_lr` and `lora_retain_weight`;
-- scores come from recording the forget items against `record_retain` sampled retain items
-  (ratio scorer), the neuron budget is `settings.k`.
+- scores come from recording the forget items against `record_retain` sampled retain items (ratio
+  scorer), the neuron budget is `settings.k`.
 
-`run_method(name, model, tok, forget, retain, settings, log) -> MethodOutcome` runs any name of
-the shared registry.
+`run_method(name, model, tok, forget, retain, settings, log) -> MethodOutcome` runs any name of the
+shared registry.
 """
 
 from __future__ import annotations

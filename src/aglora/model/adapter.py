@@ -134,7 +134,7 @@ def merged_copy(model: nn.Module) -> nn.Module:
     """A plain model with the adapter folded into a copy of the weights (a plain model: itself).
 
     Evaluation runs the after side on it: the same function as the adapter up to float rounding,
-    without the LoRA branch's extra matmuls (about 20 % of a forward on the embedded model).
+    without the LoRA branch's extra matmuls.
     """
     if not hasattr(model, "merge_and_unload"):
         return model

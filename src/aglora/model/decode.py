@@ -36,8 +36,8 @@ def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator
     """One token per row from softmax(logits / temperature) -> [rows].
 
     Inverse-CDF sampling: one uniform draw per row against the cumulative distribution (float64).
-    `torch.multinomial` draws one exponential per vocabulary entry instead, which took 15 % of a
-    decoding step on CPU (64 rows x 49k vocabulary).
+    `torch.multinomial` draws one exponential per vocabulary entry instead, a visible share of a
+    decoding step on CPU with a large vocabulary.
     """
     probs = torch.softmax(logits.double() / temperature, -1)  # [rows, vocab]
     cdf = probs.cumsum(-1)
@@ -64,9 +64,9 @@ def _generate_rows(model: nn.Module, rows: list[list[int]], n_samples: int, temp
                    ) -> list[list[list[int]]]:
     """Per prompt: [greedy, sample_1..n] new token ids (stop token excluded).
 
-    The prompts run once (shared prefix, see aglora.prefill); the KV cache is then repeated so the
-    greedy row and the sampled rows of a prompt decode together in one batch. Rows that reach a
-    stop token leave the batch. `blocked`: token sequences never to be produced (decode-time
+    The prompts run once (shared prefix, see aglora.model.prefill); the KV cache is then repeated
+    so the greedy row and the sampled rows of a prompt decode together in one batch. Rows that
+    reach a stop token leave the batch. `blocked`: token sequences never to be produced (decode-time
     blocklist, see `blocked_tokens`).
     """
     decoder, head = decoder_and_head(model)

@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""Who a model is: a fingerprint that adapters and exports check, and a digest of all weights.
+
+`fingerprint` (key config fields + a hash of a few sampled weight tensors) is stored with every
+adapter; loading onto another base model is refused. `weights_digest` hashes every base weight
+(adapter weights excluded): the one model identity in cache keys (`aglora.runtime.cache`).
+"""
 
 from __future__ import annotations
 

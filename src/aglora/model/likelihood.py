@@ -5,10 +5,10 @@ of its tokens after the probe's context (summed, not averaged: on thin knowledge
 sharper instrument, DESIGN.md section 5).
 
 The options of a probe share its context, so the context runs once (KV cache) and the cache is
-copied to each option: about 3x fewer token-forwards than scoring each context+option sequence,
+copied to each option: far fewer token-forwards than scoring each context+option sequence,
 which dominates evaluation time on CPU. The system prompt the contexts of a batch share runs once
-too (`aglora.prefill`), and probes with the same context (a ban's items: one prompt, one item per
-banned title) share one context run. `score_options_reference`
+too (`aglora.model.prefill`), and probes with the same context (a ban's items: one prompt, one
+item per banned title) share one context run. `score_options_reference`
 keeps the plain one-sequence-per-option path; a test checks the two agree.
 """
 

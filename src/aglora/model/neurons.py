@@ -1,4 +1,11 @@
-"""TODO docstring."""
+"""Where a model's neurons are, and the one place where they are observed.
+
+A model's *neurons* are the inputs of each decoder layer's `mlp.down_proj`, i.e. the `d_ff`
+entries of `act(gate(h)) * up(h)`; `mlp_layers` finds them in any Llama/Qwen/Mistral-style model
+(peft wrappers are looked through). A `NeuronMask` is a 0/1 matrix [n_layers, d_ff] in that index
+space, equally the outputs of `gate_proj`/`up_proj`. `capture_neurons` is the only code that puts
+hooks on them, inside a context manager that removes every hook on exit, even on an error.
+"""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ Positions come from the attention mask (cumsum), so every row sees exactly the p
 keys it would see alone; tests check that scores and greedy generations match the plain path.
 
 The cache keeps spare room after the cached tokens (`SpareRoomLayer`): transformers'
-`DynamicLayer` concatenates the whole cache with each new token, which was a third of the time of
-a decoding step on CPU (batch 64, ~60 cached tokens); writing into spare room copies only the new
-token's keys and values.
+`DynamicLayer` concatenates the whole cache with each new token, a large share of a decoding
+step on CPU; writing into spare room copies only the new token's keys and values (timings:
+`benchmarks/step_speed.py`, docs/results/).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""A host-speed index: fp32 matmul throughput, printed beside every timing we record.
+"""A host-speed index: fp32 matmul throughput, printed beside every recorded timing.
 
-Instances of "the same" 2-core VM differ by up to 2x in speed (the demo's training took 118 s on
-one, 67 s on another, same code). A wall time means little without the speed of the machine it
+Instances of "the same" virtual machine type differ markedly in speed with the same code
+(docs/results/). A wall time means little without the speed of the machine it
 ran on, so the benchmark scripts print this index with their tables: the median GFLOPS of a
 [512, 576] x [576, 1536] fp32 matmul (the shape of the embedded model's MLP on a 512-token
 batch), at 1 thread and at torch's thread count.
@@ -47,4 +47,4 @@ def speed_index() -> dict:
 def speed_line() -> str:
     s = speed_index()
     return (f"host speed index: fp32 matmul {s['gflops_1_thread']:.1f} GFLOPS at 1 thread, "
-            f"{s['gflops_all_threads']:.1f} at {s['threads']} (aglora.hostspeed)")
+            f"{s['gflops_all_threads']:.1f} at {s['threads']} (aglora.runtime.hostspeed)")

@@ -2,8 +2,8 @@
 
 Decoding and scoring a small model on 2 CPU cores leaves one core idle much of the time (small
 matmuls, Python between kernels). Two independent passes in two Python threads at one torch
-thread each keep both cores busy: torch releases the GIL inside its kernels. Measured on the
-demo's evaluation (2-core AMD EPYC, `benchmarks/eval_speed.py`): 1.21x less wall time.
+thread each keep both cores busy: torch releases the GIL inside its kernels (the gain on the
+demo's evaluation: `benchmarks/eval_speed.py`, docs/results/).
 
 On a GPU, or with a single torch thread, the two passes run one after the other.
 """

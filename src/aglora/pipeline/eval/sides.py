@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""The two sides of an evaluation: the base model (adapter disabled) and the model after.
+
+`measure` runs one side: likelihood scores of every probe with options and generations where the
+mask says (forget probes for leaks, neighbours for fluency); `base_side` takes the base side from
+the keyed cache when it is there; `kl_between` measures KL(base || model) per content token.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +39,8 @@ def measure(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig, gen_mas
             label: str, parallel: bool = False) -> SideResult:
     """Likelihood scores of every probe with options, generations where `gen_mask` says.
 
-    `parallel`: scoring and generation run at once (`aglora.parallel`), each on half the threads.
+    `parallel`: scoring and generation run at once (`aglora.runtime.threads`), each on half the
+    threads.
     """
     def likelihood() -> tuple[list[list[float]], list[list[int]]]:
         return score_options_with_lengths(model, tok, probes, cfg.batch_size,
@@ -65,7 +71,7 @@ def kl_between(model: nn.Module, base: nn.Module, tok, probes: list[Probe],
     """Mean KL(base || model) per content token over the probes' context+answer sequences.
 
     `base` may be the peft model `model` came from: its adapter is disabled for its pass.
-    `parallel`: run the two passes of a batch at once where that gains (`aglora.parallel`).
+    `parallel`: run the two passes of a batch at once where that gains (`aglora.runtime.threads`).
     """
     if not probes:
         return float("nan")

@@ -1,4 +1,10 @@
-"""TODO docstring."""
+"""A report as a list of blocks, rendered to Markdown and to self-contained HTML.
+
+Both renderings come from the same blocks, so `report.md` and `report.html` always carry the
+same sections. HTML escapes every piece of text (concept names, prompts and generations are
+user-written); figures are inlined as base64 PNG data URIs, with no scripts and no external
+links or stylesheets, so the file can be mailed or archived alone.
+"""
 
 from __future__ import annotations
 

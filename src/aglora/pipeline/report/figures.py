@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""The report's figures (matplotlib, Agg backend, written atomically as PNG).
+
+Family accuracies and leak rates (base vs after, chance marked), the layer x neuron score heatmap
+with the selected neurons, selected neurons per layer, and the training curves. Every plot reads
+values defensively: a missing or non-finite number is drawn as absent, never raises.
+"""
 
 from __future__ import annotations
 

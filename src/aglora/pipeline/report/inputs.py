@@ -1,4 +1,8 @@
-"""TODO docstring."""
+"""What the report reads from a run directory; only `metrics.json` is required.
+
+A missing or partly malformed optional artifact (probe results, training history, scores, masks,
+config) skips its section instead of failing the report.
+"""
 
 from __future__ import annotations
 
