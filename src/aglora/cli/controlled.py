@@ -11,6 +11,7 @@ from aglora.controlled.settings import (
     ImplantConfig,
     MethodSettings,
 )
+from aglora.settings import build
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -45,13 +46,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ControlledConfig:
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    return ControlledConfig(
-        seed=args.seed, n_films=args.films, n_forget=args.forget, methods=methods,
-        utility_films=args.utility_films, real_world_limit=args.real_world,
-        implant=ImplantConfig(epochs=args.implant_epochs, lr=args.implant_lr, seed=args.seed),
-        method=MethodSettings(steps=args.steps, k=args.k, lora_lr=args.lora_lr,
-                              full_lr=args.full_lr, seed=args.seed))
+    """The track's settings from the command line, checked by the settings toolkit."""
+    return build(ControlledConfig, {
+        "seed": args.seed, "n_films": args.films, "n_forget": args.forget,
+        "methods": args.methods, "utility_films": args.utility_films,
+        "real_world_limit": args.real_world,
+        "implant": {"epochs": args.implant_epochs, "lr": args.implant_lr, "seed": args.seed},
+        "method": {"steps": args.steps, "k": args.k, "lora_lr": args.lora_lr,
+                   "full_lr": args.full_lr, "seed": args.seed}})
 
 
 def cli_main(args: argparse.Namespace) -> None:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from aglora.errors import AgloraError
 from aglora.methods import METHODS
+from aglora.settings import setting
 
 DEFAULT_METHODS = ["ag_lora", "plain_lora", "random_lora", "full_gd", "full_npo"]
 KNOWN_METHODS = tuple(METHODS)  # the shared registry (its names need no torch)
@@ -16,12 +17,12 @@ KNOWN_METHODS = tuple(METHODS)  # the shared registry (its names need no torch)
 
 @dataclass
 class ImplantConfig:
-    epochs: int = 5
-    lr: float = 1e-4
-    batch_size: int = 16
-    weight_decay: float = 0.0
-    warmup_steps: int = 3
-    seed: int = 0
+    epochs: int = setting(5, "epochs of the implant fine-tune (full and retain models)")
+    lr: float = setting(1e-4, "learning rate of the implant fine-tune")
+    batch_size: int = setting(16, "sequences per implant step")
+    weight_decay: float = setting(0.0, "AdamW weight decay of the implant fine-tune")
+    warmup_steps: int = setting(3, "linear warm-up steps of the implant fine-tune")
+    seed: int = setting(0, "seed of the implant fine-tune")
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
@@ -31,17 +32,18 @@ class ImplantConfig:
 
 @dataclass
 class MethodSettings:
-    steps: int = 10
-    batch_size: int = 8
-    lora_lr: float = 1e-2         # the demo's learning rate for masked LoRA
-    full_lr: float = 1e-4
-    rank: int = 8
-    k: int = 128
-    npo_beta: float = 0.5
-    lora_retain_weight: float = 10.0
-    full_retain_weight: float = 1.0
-    record_retain: int = 48
-    seed: int = 0
+    steps: int = setting(10, "unlearning steps, the same for every method")
+    batch_size: int = setting(8, "forget and retain sequences per step")
+    lora_lr: float = setting(1e-2, "learning rate of the LoRA methods (the demo's)")
+    full_lr: float = setting(1e-4, "learning rate of the full-parameter methods and RMU")
+    rank: int = setting(8, "LoRA rank")
+    k: int = setting(128, "ag_lora: neurons in the mask")
+    npo_beta: float = setting(0.5, "NPO beta")
+    lora_retain_weight: float = setting(10.0, "retain weight of the LoRA methods (KL)")
+    full_retain_weight: float = setting(1.0, "retain weight of the full-parameter methods (NLL)")
+    record_retain: int = setting(48, "retain items recorded against the forget items for the "
+                                     "activation-guided scores")
+    seed: int = setting(0, "training seed")
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.k < 1 or self.rank < 1:
@@ -50,14 +52,15 @@ class MethodSettings:
 
 @dataclass
 class ControlledConfig:
-    seed: int = 0
-    n_films: int = 20
-    n_forget: int = 2
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
-    fq_wording: str = "both"       # forget-set probes for forget quality: question|paraphrase|both
-    utility_films: int = 6         # retain films evaluated for model utility (both wordings)
-    real_world_limit: int = 20     # TOFU world-facts / real-authors probes per file
-    eval_batch_size: int = 16
+    seed: int = setting(0, "catalogue and training seed")
+    n_films: int = setting(20, "films in the catalogue")
+    n_forget: int = setting(2, "films to unlearn")
+    methods: list[str] = setting(list(DEFAULT_METHODS), "methods compared")
+    fq_wording: str = setting("both", "forget-set probes for forget quality: question | "
+                                      "paraphrase | both")
+    utility_films: int = setting(6, "retain films evaluated for model utility (both wordings)")
+    real_world_limit: int = setting(20, "TOFU world-facts / real-authors probes per file")
+    eval_batch_size: int = setting(16, "sequences per evaluation batch")
     implant: ImplantConfig = field(default_factory=ImplantConfig)
     method: MethodSettings = field(default_factory=MethodSettings)
 

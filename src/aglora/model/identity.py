@@ -8,7 +8,6 @@ adapter; loading onto another base model is refused. `weights_digest` hashes eve
 from __future__ import annotations
 
 import hashlib
-import json
 
 import torch
 from torch import nn
@@ -69,6 +68,3 @@ def check_fingerprint(expected: dict, model: nn.Module, where: str) -> None:
         raise AgloraError(f"{where} was made for another base model (differs in {', '.join(diff)}"
                           "); load it onto the model it was trained on")
 
-
-def fingerprint_json(model: nn.Module) -> str:
-    return json.dumps(fingerprint(model), sort_keys=True)

@@ -24,8 +24,6 @@ from aglora.model.forward import target_logprobs
 from aglora.model.neurons import capture_neurons, mlp_layers
 from aglora.model.tokens import encode
 
-STAT_NAMES = ("act_mean", "act_absmean", "act_var", "saliency", "fisher")
-
 
 def _targets(items: list[Probe]) -> list[str]:
     missing = [p.id for p in items if not p.answer]

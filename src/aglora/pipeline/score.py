@@ -68,10 +68,6 @@ def random_score(s: Stats, _eps: float, _lam: float, seed: int) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
 
 
-def contrast(s: Stats, eps: float = 1e-2) -> torch.Tensor:
-    return contrast_score(s, eps, 0.0, 0)
-
-
 def compute_scores(stats: Stats, scorer: str, eps: float = 1e-2, retain_weight: float = 1.0,
                    seed: int = 0) -> dict[str, torch.Tensor]:
     """All score tensors for the run directory; 'score' is the one masks are selected from."""
@@ -84,5 +80,5 @@ def compute_scores(stats: Stats, scorer: str, eps: float = 1e-2, retain_weight: 
     return {
         "saliency_forget": stats["forget.saliency"], "saliency_retain": stats["retain.saliency"],
         "fisher_forget": stats["forget.fisher"], "fisher_retain": stats["retain.fisher"],
-        "contrast": contrast(stats, eps), "score": score.float(),
+        "contrast": contrast_score(stats, eps, 0.0, 0), "score": score.float(),
     }
