@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aglora.pipeline.eval.metrics import verdict_line
 from aglora.runtime.format import fmt, fmt_pct
 
 
@@ -25,9 +26,8 @@ def print_summary(metrics: dict) -> None:
               f"bring the other {relearn['n_held']} from {fmt(ka['after'])} back to "
               f"{fmt(ka['relearned'])} known accuracy (base {fmt(ka['base'])}): "
               f"{100 * relearn['recovered_share']:.0f} % of the gap recovered")
-    verdict = metrics.get("verdict", {})
-    if verdict.get("degenerate"):
-        print("VERDICT: DEGENERATE — " + "; ".join(verdict["reasons"]))
+    if metrics.get("splits", {}).get("forget"):
+        print("VERDICT: " + verdict_line(metrics))
     if "trainable_params" in metrics:
         print(f"trainable params {metrics['trainable_params']:,} "
               f"({100 * metrics['trainable_share']:.3f} % of base)")

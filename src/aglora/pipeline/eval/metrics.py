@@ -25,6 +25,11 @@ COLLAPSE_NEIGHBOR_ACC = 0.5     # neighbour known accuracy below this -> degener
 
 
 COLLAPSE_REPETITION_RISE = 0.25  # repetition rising by more than this -> degenerate
+FORGOTTEN_ACC_MARGIN = 0.10  # forget known accuracy after <= chance + this
+FORGOTTEN_LEAK_MAX = 0.10    # forget leak rate after <= this
+MIN_FAMILY_KNOWN = 5         # a forget family with fewer known probes does not judge alone
+KEPT_NEIGHBOR_ACC = 0.90     # neighbour known accuracy after >= this
+KEPT_UTILITY_ACC = 0.95      # utility known accuracy after >= this
 
 
 def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0) -> list[float]:
@@ -117,6 +122,68 @@ def group_indices(probes: list[Probe]) -> tuple[dict[str, list[int]], dict[str, 
     return by_split, by_family
 
 
+def _forgotten(g: dict) -> bool:
+    """A group's forgetting holds: known accuracy after within chance + the margin, and (where
+    generations were judged) the leak rate at most the line. An unmeasurable accuracy fails."""
+    acc, chance = g["known_accuracy"]["after"], g["chance"]
+    leak = g["leak_rate"]["after"]
+    ok_acc = acc == acc and acc <= chance + FORGOTTEN_ACC_MARGIN
+    ok_leak = leak != leak or leak <= FORGOTTEN_LEAK_MAX  # no generations judged: no leak line
+    return ok_acc and ok_leak
+
+
+def forgetting_verdict(metrics: dict) -> dict:
+    """"forgotten" when the forget split and every forget family with at least
+    `MIN_FAMILY_KNOWN` known probes hold (`_forgotten`); "partly forgotten" when some hold and
+    others do not, naming those that fail; "not forgotten" when none holds."""
+    split = (metrics.get("splits") or {}).get("forget")
+    fams = {k.split("/", 1)[1]: g for k, g in (metrics.get("families") or {}).items()
+            if k.startswith("forget/") and g.get("n_known", 0) >= MIN_FAMILY_KNOWN}
+    if not split or not split.get("n_known"):
+        return {"label": "not measured", "failing": {}, "families_judged": sorted(fams)}
+    failing = {name: g["known_accuracy"]["after"] for name, g in sorted(fams.items())
+               if not _forgotten(g)}
+    split_ok = _forgotten(split)
+    if split_ok and not failing:
+        label = "forgotten"
+    elif split_ok or len(failing) < len(fams):
+        label = "partly forgotten"
+    else:
+        label = "not forgotten"
+    return {"label": label, "failing": failing, "split_holds": split_ok,
+            "families_judged": sorted(fams)}
+
+
+def kept_verdict(metrics: dict) -> dict:
+    """"kept" when neighbour and utility known accuracy after are at or above their lines,
+    else "neighbours damaged" / "utility damaged" with the values."""
+    damaged = {}
+    for split, line in (("neighbor", KEPT_NEIGHBOR_ACC), ("utility", KEPT_UTILITY_ACC)):
+        g = (metrics.get("splits") or {}).get(split)
+        acc = g["known_accuracy"]["after"] if g and g.get("n_known") else float("nan")
+        if acc == acc and acc < line:
+            damaged[split] = acc
+    return {"label": "kept" if not damaged else "; ".join(
+        f"{'neighbours' if s == 'neighbor' else s} damaged ({v:.2f})" for s, v in damaged.items()),
+        "damaged": damaged}
+
+
+def verdict_line(metrics: dict) -> str:
+    """One line: degenerate, or the forgetting verdict (with the failing families) and what was
+    kept; e.g. "partly forgotten: adversarial 0.54, completion 0.40; neighbours damaged (0.83)"."""
+    v = metrics.get("verdict") or {}
+    if v.get("degenerate"):
+        return "degenerate: " + "; ".join(v.get("reasons") or [])
+    f = v.get("forgetting") or forgetting_verdict(metrics)
+    k = v.get("kept") or kept_verdict(metrics)
+    text = f["label"]
+    if f["failing"]:
+        text += ": " + ", ".join(f"{name} {acc:.2f}" for name, acc in f["failing"].items())
+    elif f["label"] != "forgotten" and not f.get("split_holds", True):
+        text += " (the forget split as a whole)"
+    return f"{text}; {k['label']}"
+
+
 def summarise(probes: list[Probe], base: SideResult, after: SideResult,
               leak_patterns: list[str], kl: dict[str, float] | None = None) -> dict:
     """The metrics of an evaluation from its two sides: per split and per `split/family` group,
@@ -136,4 +203,6 @@ def summarise(probes: list[Probe], base: SideResult, after: SideResult,
         **(kl or {}),
     }
     metrics["verdict"] = collapse_verdict(metrics)
+    metrics["verdict"]["forgetting"] = forgetting_verdict(metrics)
+    metrics["verdict"]["kept"] = kept_verdict(metrics)
     return metrics

@@ -21,6 +21,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+from aglora.pipeline.eval.metrics import (
+    FORGOTTEN_ACC_MARGIN,
+    FORGOTTEN_LEAK_MAX,
+    KEPT_NEIGHBOR_ACC,
+    KEPT_UTILITY_ACC,
+    MIN_FAMILY_KNOWN,
+    verdict_line,
+)
 from aglora.pipeline.eval.text_stats import leaks
 from aglora.pipeline.report.document import (
     Block,
@@ -50,8 +58,6 @@ from aglora.runtime.format import (
     is_number,
 )
 
-FORGOTTEN_ACC_MARGIN = 0.10  # forget known accuracy after <= chance + this
-FORGOTTEN_LEAK_MAX = 0.10  # forget leak rate after <= this
 MAX_ANSWER_CHARS = 160
 MAX_NEIGHBOR_EXAMPLES = 5
 EXAMPLE_FAMILIES = ("direct", "paraphrase")
@@ -87,13 +93,12 @@ def _leak(g: dict) -> str:
 
 
 def verdict(metrics: dict) -> tuple[str, str]:
-    """(label, explanation): "DEGENERATE", "Forgotten" or "Not forgotten"."""
+    """(label, explanation): "DEGENERATE", or the forgetting verdict with what was kept
+    (`pipeline.eval.metrics.verdict_line`; older runs get it computed from their metrics)."""
     v = metrics.get("verdict") or {}
     forget = dig(metrics, "splits", "forget") or {}
-    acc = as_float(dig(forget, "known_accuracy", "after"))
     chance = as_float(forget.get("chance"))
-    leak = as_float(dig(forget, "leak_rate", "after"))
-    kept = (f"Kept: neighbour known accuracy after "
+    kept = (f"Neighbour known accuracy after "
             f"{fmt(dig(metrics, 'splits', 'neighbor', 'known_accuracy', 'after'))}, utility "
             f"known accuracy after "
             f"{fmt(dig(metrics, 'splits', 'utility', 'known_accuracy', 'after'))}.")
@@ -104,12 +109,16 @@ def verdict(metrics: dict) -> tuple[str, str]:
         why = "for the reasons listed below" if v.get("reasons") else "(no reason recorded)"
         return "DEGENERATE", (f"The unlearned model collapsed {why}, so the forget numbers do "
                               f"not show forgetting. {forget_text} {kept}")
-    forgotten = (acc <= chance + FORGOTTEN_ACC_MARGIN) and (leak <= FORGOTTEN_LEAK_MAX)
-    criterion = (f"A run counts as forgotten when known accuracy after <= chance + "
-                 f"{FORGOTTEN_ACC_MARGIN:.2f} and leak rate after <= {FORGOTTEN_LEAK_MAX:.2f}")
-    if not forgotten and not (math.isfinite(acc) and math.isfinite(leak)):
-        criterion += "; a criterion that could not be measured counts as not met"
-    return ("Forgotten" if forgotten else "Not forgotten"), f"{forget_text} {kept} {criterion}."
+    if not forget:
+        return "Not forgotten", f"No forget probes were evaluated. {kept}"
+    line = verdict_line(metrics)
+    criterion = (f"Forgotten means known accuracy after <= chance + {FORGOTTEN_ACC_MARGIN:.2f} "
+                 f"and leak rate after <= {FORGOTTEN_LEAK_MAX:.2f}, on the forget split and on "
+                 f"every forget family with at least {MIN_FAMILY_KNOWN} known probes; kept means "
+                 f"neighbours >= {KEPT_NEIGHBOR_ACC:.2f} and utility >= {KEPT_UTILITY_ACC:.2f}; a "
+                 "criterion that could not be measured counts as not met")
+    label = line[0].upper() + line[1:]
+    return label, f"{forget_text} {kept} {criterion}."
 
 
 def report_title(metrics: dict) -> str:
