@@ -77,6 +77,14 @@ def probe_from_dict(obj: Any, where: str, default_split: str | None = None) -> P
     for strf in ("id", "family", "prefix", "answer"):
         if strf in data and data[strf] is not None and not isinstance(data[strf], str):
             raise AgloraError(f"{where}: '{strf}' must be a string")
+    answer = data.get("answer")
+    if answer is not None and not answer.strip():
+        raise AgloraError(f"{where}: 'answer' is empty; give the answer text or leave the "
+                          "field out")
+    if answer is not None and answer.strip().lower() in {
+            d.strip().lower() for d in data.get("distractors", [])}:
+        raise AgloraError(f"{where}: the answer {answer!r} is also among the distractors; a "
+                          "distractor must be a wrong answer")
     for pat in data.get("leak_patterns", []):
         try:
             re.compile(pat)
@@ -92,6 +100,7 @@ def load_probes(path: str | Path, skip_invalid: bool = False) -> tuple[list[Prob
     if not path.is_file():
         raise AgloraError(f"probe file {path} not found")
     probes: list[Probe] = []
+    seen: dict[str, int] = {}
     skipped = 0
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("//"):
@@ -111,6 +120,10 @@ def load_probes(path: str | Path, skip_invalid: bool = False) -> tuple[list[Prob
             raise
         if not probe.id:
             probe.id = f"{path.stem}-{lineno}"
+        if probe.id in seen:
+            raise AgloraError(f"{where}: probe id {probe.id!r} also on line {seen[probe.id]}; "
+                              "give each probe its own id")
+        seen[probe.id] = lineno
         probes.append(probe)
     if not probes:
         raise AgloraError(f"probe file {path} holds no probes; add JSONL lines with "

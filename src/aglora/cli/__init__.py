@@ -11,10 +11,10 @@ import argparse
 import logging
 import sys
 
-from aglora.cli import bench, controlled, recommend, run
+from aglora.cli import authoring, bench, controlled, recommend, run
 from aglora.errors import AgloraError
 
-COMMANDS = (run, bench, controlled, recommend)  # each: add_parsers(sub), handles(args)
+COMMANDS = (run, authoring, bench, controlled, recommend)  # each: add_parsers(sub), handles(args)
 
 
 class _Stdout(logging.Handler):

@@ -33,6 +33,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     common(p)
     p.set_defaults(handler=lambda a: cmd_run(a, a.config))
 
+    p = sub.add_parser("forget", help="forget a concept spec with the recommended settings "
+                                      "(no config file needed)")
+    p.add_argument("spec", help="concept spec YAML (or builtin:NAME)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--model", help="base model: Hugging Face id, local directory or .gguf file "
+                                   "(default: the embedded SmolLM2-135M-Instruct)")
+    common(p)
+    p.set_defaults(handler=cmd_forget)
+
     p = sub.add_parser("demo", help="forget 'Inception' on the embedded SmolLM2 model")
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     common(p)
@@ -89,6 +98,19 @@ def cmd_run(args: argparse.Namespace, config: str) -> None:
     run_all(ctx, until=getattr(args, "until", None))
     if (out / "metrics.json").is_file():
         print_summary(read_json(out / "metrics.json"))
+    print(f"[aglora] run directory: {out}")
+
+
+def cmd_forget(args: argparse.Namespace) -> None:
+    from aglora.config import forget_config
+    from aglora.pipeline.run import open_run, run_all
+    from aglora.recommend.ban import REPORT_SECTIONS
+    out = Path(args.out)
+    ctx = open_run(forget_config(args.spec, args.model, args.overrides), out, force=args.force)
+    ctx.report_sections = REPORT_SECTIONS
+    _ = ctx.concept  # validate the concept spec before loading any model
+    run_all(ctx)
+    print_summary(read_json(out / "metrics.json"))
     print(f"[aglora] run directory: {out}")
 
 
