@@ -1,6 +1,6 @@
 """Concept specs and probe files: parse, validate, and fail with errors that name the line.
 
-A *probe* is one prompt with optional answer, distractors and leak patterns (DESIGN.md section 3);
+A *probe* is one prompt with optional answer, distractors and leak patterns (docs/method.md, section 10);
 probe files are JSONL. A *concept spec* is YAML: a name, training items (forget / retain, the
 same fields as probes), leak patterns, refusal responses and the evaluation probe files, which
 must be worded apart from the training items. `builtin:NAME` refers to specs shipped in
@@ -161,7 +161,8 @@ class ConceptSpec:
     refusals: list[str]
     alternatives: list[str]
     probe_files: list[Path]
-    source: Path
+    source: Path | None
+    description: str = ""
 
     def eval_probes(self) -> list[Probe]:
         out: list[Probe] = []
@@ -242,4 +243,5 @@ def load_concept(ref: str | Path) -> ConceptSpec:
     refusals = data.get("refusals") or tofu_refusals()
     return ConceptSpec(name=data["name"], forget=forget, retain=retain, leak_patterns=patterns,
                        refusals=list(refusals), alternatives=list(data.get("alternatives") or []),
-                       probe_files=probe_files, source=path)
+                       probe_files=probe_files, source=path,
+                       description=str(data.get("description") or ""))

@@ -131,6 +131,19 @@ class TrainConfig:
         " distractor at the last check; below 1 the steps go to the items that lag (one title of "
         "several, the prompts where it holds on)")
     check_every: int = setting(1, "steps between early-stopping checks")
+    augment: bool = setting(
+        False,
+        "train on the forget and retain items in more forms too (role-play wrappers, multiple "
+        "choice, fill in the blank, misspelled name, another language, plain completion, the "
+        "concept as the answer to its description): aglora.pipeline.augment")
+    validation_share: float = setting(
+        0.0,
+        "share of the training items (with all their forms) held out as a validation split; "
+        "early stopping then reads it instead of the training items (0 = off)")
+    stop_each_form: bool = setting(
+        False,
+        "early stopping needs every form (family) of the checked forget items at the goal on "
+        "its own, not only all of them on average")
     seed: int = setting(0, "seed for batching and initialisation")
 
     def __post_init__(self) -> None:

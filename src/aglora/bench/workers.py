@@ -2,7 +2,7 @@
 
 One process at 2 threads does not keep 2 CPU cores busy: the Python between kernels, small
 matrices and memory-bound element-wise work leave them idle part of the time. N processes at
-cores/N threads each run N cells at once instead (measured in docs/benchmarks.md). The CLI's
+cores/N threads each run N cells at once instead (measured in docs/results/bench.md). The CLI's
 default is 2 jobs on a CPU with at least 2 cores (`default_jobs`), 1 on a GPU.
 
 The parent process computes the shared steps (record + score, the base side) first, so every
@@ -49,7 +49,7 @@ def clear_claims(out: Path) -> None:
 
 def default_jobs(device: torch.device, cores: int | None) -> int:
     """Cells at a time when `--jobs` is not given: 2 on a CPU with at least 2 cores (faster
-    than 1 on the 2-core reference machine, docs/benchmarks.md), else 1 (one GPU runs one cell
+    than 1 on the 2-core reference machine, docs/results/bench.md), else 1 (one GPU runs one cell
     at a time)."""
     return 2 if device.type == "cpu" and (cores or 1) >= 2 else 1
 

@@ -2,7 +2,7 @@
 
 For a probe with an answer and distractors, each option is scored as the *summed* log-probability
 of its tokens after the probe's context (summed, not averaged: on thin knowledge the sum is the
-sharper instrument, DESIGN.md section 5).
+sharper instrument, docs/method.md, section 11).
 
 The options of a probe share its context, so the context runs once (KV cache) and the cache is
 copied to each option: far fewer token-forwards than scoring each context+option sequence,

@@ -1,7 +1,7 @@
 """Turn probes into token batches — the one place where prompts meet the chat template.
 
 Recording, training and evaluation all call `context_text`, so a model is never trained with the
-chat template and evaluated without it (DESIGN.md section 7). A scored sequence is
+chat template and evaluated without it (docs/method.md, section 13). A scored sequence is
 `context + joiner + target`; `target_mask` marks the positions whose *next-token prediction* is a
 target token, so `logits[:, t]` predicts `input_ids[:, t + 1]` wherever `target_mask[:, t]` is 1.
 """

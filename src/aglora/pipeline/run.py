@@ -9,6 +9,7 @@ configuration is refused unless `force` is given.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -46,6 +47,20 @@ OUTPUTS = {
 
 
 @dataclass
+class TrainingItems:
+    forget: list[Probe]
+    retain: list[Probe]
+    forget_validation: list[Probe]
+    retain_validation: list[Probe]
+
+    def rows(self) -> list[dict]:
+        """One JSON-able row per item, with its role ("train" or "validation")."""
+        return [{**p.to_dict(), "role": role} for role, items in (
+            ("train", self.forget + self.retain),
+            ("validation", self.forget_validation + self.retain_validation)) for p in items]
+
+
+@dataclass
 class RunContext:
     cfg: RunConfig
     run_dir: Path
@@ -53,6 +68,7 @@ class RunContext:
     _tok: object = None
     _concept: ConceptSpec | None = None
     _peft: object = None
+    _training: TrainingItems | None = None
     state: dict = field(default_factory=dict)
     report_sections: tuple = ()  # extra report sections, e.g. a ban's (see pipeline.report)
 
@@ -62,6 +78,20 @@ class RunContext:
         if self._concept is None:
             self._concept = load_concept(self.cfg.concept)
         return self._concept
+
+    @property
+    def training(self) -> TrainingItems:
+        """The items record and train use: the spec's (in their forms, with `train.augment`)
+        less the validation split (`train.validation_share`) that early stopping reads."""
+        if self._training is None:
+            from aglora.pipeline.augment import split_validation, training_items
+            t = self.cfg.train
+            forget, retain = training_items(self.concept, self.concept.description, t.seed,
+                                            t.augment)
+            f_train, f_val = split_validation(forget, t.validation_share, t.seed)
+            r_train, r_val = split_validation(retain, t.validation_share, t.seed)
+            self._training = TrainingItems(f_train, r_train, f_val, r_val)
+        return self._training
 
     def base(self):
         if self._model is None:
@@ -167,7 +197,10 @@ def stage_record(ctx: RunContext) -> None:
     model, tok = ctx.base()
     concept = ctx.concept
     _same_answer_warning(concept)
-    stats = record(model, tok, concept.forget, concept.retain, ctx.cfg.score.batch_size)
+    items = ctx.training
+    write_text(ctx.run_dir / "train_items.jsonl",
+               "".join(json.dumps(row) + "\n" for row in items.rows()))
+    stats = record(model, tok, items.forget, items.retain, ctx.cfg.score.batch_size)
     save_tensors(ctx.run_dir / "activations.safetensors", stats)
 
 
@@ -203,9 +236,10 @@ def stage_train(ctx: RunContext) -> None:
     torch.manual_seed(ctx.cfg.train.seed)
     peft_model = attach_lora(model, mask, ctx.cfg.lora)
     ctx._peft = peft_model
-    concept = ctx.concept
-    result = train(peft_model, tok, concept.forget, concept.retain, ctx.cfg.train,
-                   concept.refusals, concept.alternatives)
+    concept, items = ctx.concept, ctx.training
+    result = train(peft_model, tok, items.forget, items.retain, ctx.cfg.train,
+                   concept.refusals, concept.alternatives,
+                   validation=items.forget_validation or None)
     trainable, effective, base_params = count_parameters(peft_model)
     meta = {"concept": concept.name, "masked": ctx.cfg.lora.masked,
             "mask": mask.summary() if ctx.cfg.lora.masked else None,

@@ -1,8 +1,8 @@
 """Combine recorded statistics into one score per neuron ([n_layers, d_ff]).
 
 Scorers live in a registry; each rewards what matters for the forget set *and not* for the
-retain set. The default `ratio` scorer is `S_F/(S_R+eps) * F_F/(F_R+eps)` (DESIGN.md section 6:
-it placed neurons in the middle layers, where the difference scorer behaved like plain LoRA).
+retain set. The default `ratio` scorer is `S_F/(S_R+eps) * F_F/(F_R+eps)` (docs/method.md,
+section 5; docs/results/early-experiment.md for why it replaced the difference scorer).
 `random` gives random scores, for the random-mask ablation.
 """
 

@@ -96,11 +96,14 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
           refusals: list[str] | None = None, alternatives: list[str] | None = None,
           log: Callable[[str], None] = _log.info, params: list[nn.Parameter] | None = None,
           reference: nn.Module | None = None,
-          objective: Objective | None = None) -> TrainResult:
+          objective: Objective | None = None,
+          validation: list[Probe] | None = None) -> TrainResult:
     """Optimise `params` of `model` in place (default: its LoRA parameters); returns the history.
 
     `objective` defaults to `AnswerObjective(model, tok, forget, retain, cfg, refusals,
-    alternatives, reference)`.
+    alternatives, reference)`. `validation`: held-out forget items that early stopping checks
+    instead of the training items (the per-item weighting and focusing rules, which act on
+    training items, then stay off).
     """
     if not forget:
         raise AgloraError("the forget set is empty; nothing to unlearn")
@@ -115,7 +118,9 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     choice_index = [i for i, p in enumerate(forget) if p.has_choice]  # choice item -> forget
-    choice_items = [forget[i] for i in choice_index]
+    checked = [p for p in validation if p.has_choice] if validation else None
+    choice_items = checked or [forget[i] for i in choice_index]
+    on_training_items = checked is None
     item_weight = torch.ones(len(forget))  # [n_forget] forget-term weight per item
     chance = chance_level(choice_items)
     f_cycle = Cycler(len(forget), cfg.batch_size, rng)
@@ -150,12 +155,12 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                 model.train()
                 row.update(train_forget_accuracy=check.accuracy,
                            train_forget_margin=check.margin)
-                if cfg.focus_lagging_answers:
+                if cfg.focus_lagging_answers and on_training_items:
                     row["answers_at_goal"] = sorted(check.answers_at_goal)
                     active = [i for i, p in enumerate(forget)
                               if (p.answer or "") not in check.answers_at_goal]
                     f_cycle.restrict(active or list(range(len(forget))))
-                if cfg.forget_weight_at_goal != 1.0:
+                if cfg.forget_weight_at_goal != 1.0 and on_training_items:
                     item_weight.fill_(1.0)
                     item_weight[[choice_index[i] for i in check.items_at_goal]] = (
                         cfg.forget_weight_at_goal)

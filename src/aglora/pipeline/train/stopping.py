@@ -26,26 +26,36 @@ class GoalCheck(NamedTuple):
                                  # every distractor
 
 
+def _by(items: list[Probe], scores: list[list[float]], key) -> dict[str, list[list[float]]]:
+    groups: dict[str, list[list[float]]] = {}
+    for item, row in zip(items, scores, strict=True):
+        groups.setdefault(key(item), []).append(row)
+    return groups
+
+
+def _at_goal(rows: list[list[float]], goal: float, max_margin: float) -> bool:
+    acc, marg = choice_summary(rows)
+    return acc <= goal and marg <= max_margin
+
+
 def forget_goal_met(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
                     chance: float) -> GoalCheck:
     """Likelihood choice on the forget items: goal met, accuracy, mean margin, the answers and
     the items at the goal. An answer is at the goal when its own items are (accuracy <= chance
     or `stop_accuracy`, mean margin <= `stop_margin`); with `cfg.stop_each_answer` every answer
     must be, besides all items on average (a ban of several titles stops only when every title
-    is at chance, not when they are on average)."""
+    is at chance, not when they are on average); with `cfg.stop_each_form` every family (form)
+    of the items must be."""
     scores = score_options(model, tok, items, batch_size=64)
     acc, marg = choice_summary(scores)
     goal = cfg.stop_accuracy if cfg.stop_accuracy is not None else chance
     met = acc <= goal and marg <= cfg.stop_margin
-    groups: dict[str, list[list[float]]] = {}
-    for item, row in zip(items, scores, strict=True):
-        groups.setdefault(item.answer or "", []).append(row)
-    done = set()
-    for answer, rows in groups.items():
-        g_acc, g_marg = choice_summary(rows)
-        if g_acc <= goal and g_marg <= cfg.stop_margin:
-            done.add(answer)
+    groups = _by(items, scores, lambda p: p.answer or "")
+    done = {answer for answer, rows in groups.items() if _at_goal(rows, goal, cfg.stop_margin)}
     if cfg.stop_each_answer:
         met = met and done == set(groups)
+    if cfg.stop_each_form:
+        met = met and all(_at_goal(rows, goal, cfg.stop_margin)
+                          for rows in _by(items, scores, lambda p: p.family).values())
     below = {i for i, row in enumerate(scores) if row and not choice_correct(row)}
     return GoalCheck(met, acc, marg, done, below)
