@@ -1,9 +1,9 @@
 """Concept specs and probe files: parse, validate, and fail with errors that name the line.
 
-A *probe* is one prompt with optional answer, distractors and leak patterns (docs/method.md, section 10);
-probe files are JSONL. A *concept spec* is YAML: a name, training items (forget / retain, the
-same fields as probes), leak patterns, refusal responses and the evaluation probe files, which
-must be worded apart from the training items. `builtin:NAME` refers to specs shipped in
+A *probe* is one prompt with optional answer, distractors and leak patterns (docs/method.md, section
+10); probe files are JSONL. A *concept spec* is YAML: a name, training items (forget / retain, the
+same fields as probes), leak patterns, refusal responses and the evaluation probe files, which must
+be worded apart from the training items. `builtin:NAME` refers to specs shipped in
 `aglora/data/concepts/NAME.yaml`.
 """
 

@@ -42,6 +42,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     common(p)
     p.set_defaults(handler=cmd_forget)
 
+    p = sub.add_parser("suite", help="the recommended settings on several concepts: one table "
+                                     "and a figure")
+    p.add_argument("--concepts", help="comma-separated concept specs or builtin:NAME (default: "
+                                      "the shipped suite)")
+    p.add_argument("--out", required=True, help="output directory (one run directory each)")
+    p.add_argument("--model", help="base model (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--title", default="Concept suite", help="title of suite.md")
+    common(p)
+    p.set_defaults(handler=cmd_suite)
+
     p = sub.add_parser("demo", help="forget 'Inception' on the embedded SmolLM2 model")
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
     common(p)
@@ -112,6 +122,16 @@ def cmd_forget(args: argparse.Namespace) -> None:
     run_all(ctx)
     print_summary(read_json(out / "metrics.json"))
     print(f"[aglora] run directory: {out}")
+
+
+def cmd_suite(args: argparse.Namespace) -> None:
+    from aglora.suite.run import SUITE, run_suite
+    from aglora.suite.table import write_suite
+    concepts = ([c.strip() for c in args.concepts.split(",") if c.strip()] if args.concepts
+                else list(SUITE))
+    rows = run_suite(concepts, Path(args.out), args.model, args.overrides, args.force)
+    print(write_suite(rows, Path(args.out), args.title))
+    print(f"[aglora] wrote {Path(args.out) / 'suite.md'}, suite.json, suite.png")
 
 
 def cmd_stage(args: argparse.Namespace) -> None:

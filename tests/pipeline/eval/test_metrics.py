@@ -1,17 +1,17 @@
-"""A planted collapsed model (answers everything with one word) gets the collapse verdict, even
-though its forget numbers look perfect (DESIGN.md section 7)."""
+"""A planted collapsed model (answers everything with one word) gets the collapse verdict
+(aglora.pipeline.eval.metrics), even though its forget numbers look perfect (docs/method.md
+section 13)."""
 
 from __future__ import annotations
 
 import torch
-from conftest import FORGET, RETAIN
-from tiny import make_model, make_tokenizer
 
 from aglora.concepts import Probe
 from aglora.config import EvalConfig, LoraConfig, TrainConfig
 from aglora.model.adapter import attach_lora
 from aglora.pipeline.eval.evaluate import evaluate
 from aglora.pipeline.train.loop import train
+from tests.tiny import FORGET, RETAIN, make_model, make_tokenizer
 
 
 def test_one_word_model_is_called_degenerate():
