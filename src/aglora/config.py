@@ -8,6 +8,7 @@ can be reproduced from that file alone. Unknown keys and bad values are errors t
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ from typing import Any
 import yaml
 
 from aglora.errors import AgloraError
-from aglora.settings import apply_overrides, build, load_yaml, setting
+from aglora.settings import apply_overrides, build, check_range, load_yaml, setting
 
 MLP_MODULES = ("down_proj", "gate_proj", "up_proj")
+EVAL_SPLITS = ("forget", "neighbor", "utility")  # = aglora.concepts.SPLITS (a sibling module)
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass
@@ -35,6 +38,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise AgloraError(f"model.dtype={self.dtype!r}: use float32, bfloat16 or float16")
+        if not DEVICE_PATTERN.fullmatch(self.device):
+            raise AgloraError(f"model.device={self.device!r}: unknown device; use auto, cpu, "
+                              "cuda, cuda:N or mps")
 
 
 @dataclass
@@ -46,6 +52,11 @@ class ScoreConfig:
     eps: float = setting(1e-2, "relative epsilon in ratios (times the mean of the denominator)")
     retain_weight: float = setting(1.0, "lambda: weight of retain ranks in the 'rank' scorer")
     batch_size: int = setting(8, "sequences per forward/backward pass while recording")
+
+    def __post_init__(self) -> None:
+        check_range("score.eps", self.eps, 0, low_open=True)
+        check_range("score.retain_weight", self.retain_weight, 0)
+        check_range("score.batch_size", self.batch_size, 1)
 
 
 @dataclass
@@ -87,6 +98,7 @@ class LoraConfig:
                               f"choose from {list(MLP_MODULES)}")
         if self.rank < 1:
             raise AgloraError(f"lora.rank={self.rank}: must be at least 1")
+        check_range("lora.alpha", self.alpha, 0, low_open=True, fix="scale = alpha / rank")
 
 
 @dataclass
@@ -150,6 +162,21 @@ class TrainConfig:
         if self.forget_weight_at_goal < 0:
             raise AgloraError(f"train.forget_weight_at_goal={self.forget_weight_at_goal}: must "
                               "be 0 or more (1 = every forget item weighs the same)")
+        check_range("train.lr", self.lr, 0, low_open=True)
+        for name in ("retain_weight", "forget_others_kl", "weight_decay", "min_steps"):
+            check_range(f"train.{name}", getattr(self, name), 0)
+        check_range("train.npo_beta", self.npo_beta, 0, low_open=True)
+        for name in ("batch_size", "max_steps", "check_every"):
+            check_range(f"train.{name}", getattr(self, name), 1)
+        check_range("train.stop_margin", self.stop_margin)
+        if self.min_steps > self.max_steps:
+            raise AgloraError(f"train.min_steps={self.min_steps} exceeds train.max_steps="
+                              f"{self.max_steps}: lower min_steps or raise max_steps")
+        if self.stop_accuracy is not None:
+            check_range("train.stop_accuracy", self.stop_accuracy, 0, 1,
+                        fix="an accuracy; leave it out for chance")
+        check_range("train.validation_share", self.validation_share, 0, 1, high_open=True,
+                    fix="0 = no validation split")
 
 
 @dataclass
@@ -179,6 +206,17 @@ class EvalConfig:
         "on a CPU with 2+ threads, measure the base and the adapter side at once, each on half the"
         " threads (results differ only by float rounding)")
     seed: int = setting(0, "seed for sampling")
+
+    def __post_init__(self) -> None:
+        for name in ("n_samples", "generate_batch_size", "tofu_limit", "relearn_steps"):
+            check_range(f"eval.{name}", getattr(self, name), 0)
+        for name in ("max_new_tokens", "batch_size"):
+            check_range(f"eval.{name}", getattr(self, name), 1)
+        check_range("eval.temperature", self.temperature, 0, low_open=True)
+        bad = [s for s in self.sample_splits if s not in EVAL_SPLITS]
+        if bad:
+            raise AgloraError(f"eval.sample_splits={self.sample_splits}: unknown split {bad[0]!r};"
+                              f" choose from {', '.join(EVAL_SPLITS)}")
 
 
 @dataclass

@@ -70,16 +70,53 @@ def convert(value: Any, tp: Any, key: str) -> Any:
         return str(value)
     return value
 
+def check_range(key: str, value: Any, low: float | None = None, high: float | None = None,
+                low_open: bool = False, high_open: bool = False, fix: str = "") -> None:
+    """Refuse a number outside [low, high] (`low_open`/`high_open`: the bound itself too) or not
+    finite, with one line naming the key, the value and the allowed range (and `fix`)."""
+    import math
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if ok:
+        return
+    if low is not None and high is not None:
+        rule = (f"must be in {'(' if low_open else '['}{low:g}, {high:g}"
+                f"{')' if high_open else ']'}")
+    elif low is not None:
+        rule = f"must be {'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        rule = f"must be {'<' if high_open else '<='} {high:g}"
+    else:
+        rule = "must be a finite number"
+    raise AgloraError(f"{key}={value!r}: {rule}" + (f" ({fix})" if fix else ""))
+
+
 def build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     """An instance of dataclass `cls` from `data`, every value checked against its field type."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)
     if unknown:
         raise AgloraError(f"unknown config key '{prefix}{unknown[0]}'; valid keys here: "
                           f"{', '.join(sorted(names))}")
     kwargs = {k: convert(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)
+
+def parse_value(item: str, raw: str) -> Any:
+    """The value of override `item` (`KEY=RAW`), parsed as YAML; a YAML error is one line."""
+    if not raw:
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise AgloraError(f"override {item!r}: the value is not valid YAML ({problem}); quote "
+                          "it, e.g. --set 'train.lr=5e-4' or --set \"name='[x'\"") from None
+
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `a.b=value` overrides (value parsed as YAML) to a nested dict."""
@@ -87,22 +124,35 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise AgloraError(f"override {item!r}: expected KEY=VALUE, e.g. train.lr=5e-4")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else None
+        value = parse_value(item, raw)
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # an absent or empty section
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise AgloraError(f"override {item!r}: '{part}' is not a section")
         node[parts[-1]] = value
     return data
+
+def read_utf8(path: Path) -> str:
+    """A text file's contents; bytes that are not UTF-8 are an error naming the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise AgloraError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x} at "
+                          f"offset {exc.start}); save the file as UTF-8") from None
+
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise AgloraError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

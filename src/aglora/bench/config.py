@@ -14,7 +14,7 @@ from aglora.errors import AgloraError
 from aglora.methods import METHODS, get_method
 from aglora.methods.act_edit import ActEditConfig
 from aglora.methods.rmu import RmuConfig
-from aglora.settings import apply_overrides, build, load_yaml, setting
+from aglora.settings import apply_overrides, build, check_range, load_yaml, setting
 
 SPLITS_GEN = ("forget", "neighbor")
 
@@ -28,6 +28,15 @@ class BenchEvalConfig:
     relearn_lr: float = setting(1e-5, "learning rate of the relearning attack")
     relearn_batch_size: int = setting(4, "batch size of the relearning attack")
 
+    def __post_init__(self) -> None:
+        bad = [s for s in self.generate_splits if s not in ("forget", "neighbor", "utility")]
+        if bad:
+            raise AgloraError(f"eval.generate_splits: unknown split {bad[0]!r}; choose from "
+                              "forget, neighbor, utility")
+        check_range("eval.relearn_steps", self.relearn_steps, 0)
+        check_range("eval.relearn_lr", self.relearn_lr, 0, low_open=True)
+        check_range("eval.relearn_batch_size", self.relearn_batch_size, 1)
+
 
 @dataclass
 class BenchSettings:
@@ -37,6 +46,9 @@ class BenchSettings:
     rmu: RmuConfig = field(default_factory=RmuConfig)
     act_edit: ActEditConfig = field(default_factory=ActEditConfig)
     eval: BenchEvalConfig = field(default_factory=BenchEvalConfig)
+
+    def __post_init__(self) -> None:
+        check_range("seeds", self.seeds, 1, fix="seeds per method")
 
 
 @dataclass

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from aglora.errors import AgloraError
+
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="compare unlearning methods on one concept over seeds")
@@ -32,6 +34,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from aglora.bench.workers import default_jobs
     from aglora.model.load import resolve_device
     jobs = args.jobs
+    if jobs is not None and jobs < 1:
+        raise AgloraError(f"--jobs {jobs}: need at least 1 (cells run at once)")
+    if args.seeds is not None and args.seeds < 1:
+        raise AgloraError(f"--seeds {args.seeds}: need at least 1")
     if jobs is None and not args.worker:
         model_cfg = load_bench_config(args.config, args.overrides).settings.run.model
         jobs = default_jobs(resolve_device(model_cfg.device), os.cpu_count())

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aglora.config import MLP_MODULES
 from aglora.errors import AgloraError
-from aglora.settings import setting
+from aglora.settings import check_range, setting
 
 
 @dataclass
@@ -33,6 +33,10 @@ class RmuConfig:
             raise AgloraError(f"rmu.modules={self.modules}: choose from {list(MLP_MODULES)}")
         if self.n_layers < 1:
             raise AgloraError(f"rmu.n_layers={self.n_layers}: must be at least 1")
+        check_range("rmu.layer", self.layer, 0, low_open=True,
+                    fix="a layer index >= 1 or a share of the depth < 1")
+        check_range("rmu.steering", self.steering, 0, low_open=True)
+        check_range("rmu.alpha", self.alpha, 0)
 
 
 EDIT_MODES = ("zero", "mean")

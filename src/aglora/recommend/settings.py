@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from aglora.errors import AgloraError
-from aglora.settings import build, setting
+from aglora.settings import build, check_range, parse_value, setting
 
 
 @dataclass
@@ -60,6 +58,9 @@ class RecConfig:
                 raise AgloraError(f"recommend.{name}={getattr(self, name)}: must be at least 1")
         if self.protect_top < 0:
             raise AgloraError(f"recommend.protect_top={self.protect_top}: must be 0 or more")
+        for name in ("n_samples", "facts_per_neighbour"):
+            check_range(f"recommend.{name}", getattr(self, name), 0)
+        check_range("recommend.temperature", self.temperature, 0, low_open=True)
         if self.forget_distractors not in ("median", "next"):
             raise AgloraError(f"recommend.forget_distractors={self.forget_distractors!r}: use "
                               "median or next")
@@ -78,7 +79,7 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
         if key.startswith("recommend."):
             if "=" not in item:
                 raise AgloraError(f"override {item!r}: expected KEY=VALUE")
-            rec[key.split(".", 1)[1]] = yaml.safe_load(item.split("=", 1)[1])
+            rec[key.split(".", 1)[1]] = parse_value(item, item.split("=", 1)[1])
         else:
             run.append(item)
     return run, rec

@@ -1,0 +1,64 @@
+"""`aglora ban` and `aglora recommend` (aglora.cli.recommend): clean errors, and a ban end to end
+on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+from aglora.cli import main
+from aglora.concepts import load_concept
+from tests.recommend.helpers import small_catalog, write_csv
+from tests.tiny import make_model, make_tokenizer
+
+
+def test_cli_ban_errors(capsys, tmp_path):
+    assert main(["ban", "--out", str(tmp_path / "r")]) == 2
+    assert "ban list is empty" in capsys.readouterr().err
+    assert main(["ban", "--item", "The Matrx", "--out", str(tmp_path / "r")]) == 2
+    assert "did you mean 'The Matrix'" in capsys.readouterr().err
+    bad = write_csv(tmp_path / "c.csv", [["X", "1999", "Drama", "D", "C", "extra"]])
+    assert main(["ban", "--item", "X", "--catalog", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "c.csv:2: expected 5 fields" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+TINY_SETTINGS = ["--set", "recommend.n_train_prompts=4", "--set", "recommend.n_eval_prompts=3",
+                 "--set", "recommend.n_rank_prompts=2", "--set", "recommend.n_samples=1",
+                 "--set", "recommend.max_new_tokens=6", "--set", "recommend.pool_size=6",
+                 "--set", "train.max_steps=2", "--set", "train.min_steps=2",
+                 "--set", "eval.include_tofu=false",
+                 "--set", "mask.k=8", "--set", "eval.max_new_tokens=4",
+                 "--set", "eval.n_samples=1"]
+
+
+def test_ban_end_to_end_on_tiny_model(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("AGLORA_CACHE", str(tmp_path / "cache"))
+    model_dir = tmp_path / "tiny-model"
+    make_model().save_pretrained(model_dir)
+    make_tokenizer().save_pretrained(model_dir)
+    catalog = small_catalog(tmp_path)
+    cat = str(catalog.source)
+    first = catalog.movies[0].title
+    a, b = tmp_path / "ban-a", tmp_path / "ban-b"
+    common = ["--catalog", cat, "--model", str(model_dir), *TINY_SETTINGS]
+    assert main(["ban", "--item", first, "--item", catalog.movies[3].title, "--out", str(a),
+                 *common]) == 0
+    concept = load_concept(a / "ban" / "concept.yaml")
+    assert {p.answer for p in concept.forget} >= {first, catalog.movies[3].title}
+    assert first not in {p.answer for p in concept.retain}
+    rec = json.loads((a / "metrics.json").read_text())["recommendation"]
+    assert rec["banned"] == [first, catalog.movies[3].title]
+    assert rec["n_titles"] == len(catalog) and rec["n_rank_prompts"] <= 2
+    assert 0 <= rec["ndcg10"]["mean"] <= 1 + 1e-9
+    assert "Recommendation" in (a / "report.md").read_text()
+    assert list((tmp_path / "cache" / "recommend").glob("base-*.json"))
+    assert main(["ban", "--item", catalog.movies[5].title, "--out", str(b), "--combine-with",
+                 str(a), *common]) == 0
+    inter = json.loads((b / "metrics.json").read_text())["recommendation"]["interference"]
+    assert inter["other_banned"] == rec["banned"] and isinstance(inter["interferes"], bool)
+    assert "Two bans loaded together" in (b / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["recommend", "--adapter", str(a), "Recommend five films.",
+                 "--max-new-tokens", "6"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("base") and line.rstrip().endswith("after") for line in lines)
