@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aglora.errors import AgloraError
-from aglora.settings import load_yaml
+from aglora.settings import load_yaml, read_utf8
 
 DATA_DIR = Path(__file__).parent / "data"
 SPLITS = ("forget", "neighbor", "utility")
@@ -52,10 +52,42 @@ class Probe:
                                                "answer", "distractors", "leak_patterns")}
 
 
+def check_pattern(pat: Any, where: str) -> None:
+    """Refuse a leak pattern that is not a non-empty string holding a valid regex."""
+    if not isinstance(pat, str) or not pat.strip():
+        raise AgloraError(f"{where}: leak pattern {pat!r} is not a regex string; write it in "
+                          "quotes, e.g. leak_patterns: [\"nolan\"]")
+    try:
+        re.compile(pat)
+    except (re.error, OverflowError, RecursionError, ValueError) as exc:
+        raise AgloraError(f"{where}: leak pattern {pat!r} is not a valid regex ({exc})"
+                          ) from None
+
+
+def string_list(value: Any, key: str, where: Any, example: str) -> list[str]:
+    """`value` as a list of non-empty strings; anything else (a lone string too) is an error that
+    shows the list form, `example`."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise AgloraError(f"{where}: '{key}' must be a list, got {type(value).__name__} "
+                          f"{_short(value)}; write it as a list, e.g. {key}: {example}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise AgloraError(f"{where}: {key}[{i}] must be a non-empty string, got "
+                              f"{_short(item)}")
+    return list(value)
+
+
+def _short(value: Any, n: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 def probe_from_dict(obj: Any, where: str, default_split: str | None = None) -> Probe:
     if not isinstance(obj, dict):
         raise AgloraError(f"{where}: expected a JSON object with at least 'prompt' and 'split'")
-    unknown = sorted(set(obj) - _PROBE_FIELDS)
+    unknown = sorted(set(obj) - _PROBE_FIELDS, key=str)
     if unknown:
         raise AgloraError(f"{where}: unknown field '{unknown[0]}' (known: "
                           f"{', '.join(sorted(_PROBE_FIELDS))})")
@@ -74,6 +106,8 @@ def probe_from_dict(obj: Any, where: str, default_split: str | None = None) -> P
         v = data.get(listf, [])
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
             raise AgloraError(f"{where}: '{listf}' must be a list of strings")
+        if not all(x.strip() for x in v):
+            raise AgloraError(f"{where}: '{listf}' holds an empty string; drop it")
     for strf in ("id", "family", "prefix", "answer"):
         if strf in data and data[strf] is not None and not isinstance(data[strf], str):
             raise AgloraError(f"{where}: '{strf}' must be a string")
@@ -86,11 +120,7 @@ def probe_from_dict(obj: Any, where: str, default_split: str | None = None) -> P
         raise AgloraError(f"{where}: the answer {answer!r} is also among the distractors; a "
                           "distractor must be a wrong answer")
     for pat in data.get("leak_patterns", []):
-        try:
-            re.compile(pat)
-        except re.error as exc:
-            raise AgloraError(f"{where}: leak pattern {pat!r} is not a valid regex ({exc})"
-                              ) from None
+        check_pattern(pat, where)
     return Probe(**{k: v for k, v in data.items() if v is not None})
 
 
@@ -102,7 +132,8 @@ def load_probes(path: str | Path, skip_invalid: bool = False) -> tuple[list[Prob
     probes: list[Probe] = []
     seen: dict[str, int] = {}
     skipped = 0
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    text = read_utf8(path)  # bytes that are not UTF-8: an error, even with skip_invalid
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("//"):
             continue
         where = f"{path}:{lineno}"
@@ -163,6 +194,11 @@ class ConceptSpec:
     probe_files: list[Path]
     source: Path | None
     description: str = ""
+    include_files: list[Path] = field(default_factory=list)
+
+    def input_files(self) -> list[Path]:
+        """Every file this spec was read from: the spec, its include files, its probe files."""
+        return [p for p in (self.source, *self.include_files, *self.probe_files) if p]
 
     def eval_probes(self) -> list[Probe]:
         out: list[Probe] = []
@@ -189,6 +225,9 @@ def _items(raw: Any, key: str, split: str, where: Path) -> list[Probe]:
         raise AgloraError(f"{where}: '{key}' must be a list of items")
     out = []
     for i, item in enumerate(raw):
+        if not isinstance(item, (str, dict)):
+            raise AgloraError(f"{where}: {key}[{i}] must be a prompt string or a mapping with "
+                              f"'prompt', got {_short(item)}")
         if isinstance(item, str):
             item = {"prompt": item}
         item = dict(item) if isinstance(item, dict) else item
@@ -201,23 +240,43 @@ def _items(raw: Any, key: str, split: str, where: Path) -> list[Probe]:
     return out
 
 
+def _no_item_in_both(forget: list[Probe], retain: list[Probe], where: Path) -> None:
+    """Refuse a forget item that is also a retain item (same prompt, prefix and answer): the
+    two objectives would pull the same text both ways."""
+    def norm(p: Probe) -> tuple:
+        return tuple(" ".join((x or "").lower().split()) for x in (p.prompt, p.prefix, p.answer))
+    retained = {norm(p): p for p in retain}
+    for p in forget:
+        if norm(p) in retained:
+            raise AgloraError(f"{where}: forget item {p.id!r} ({_short(p.prompt)}) is also retain "
+                              f"item {retained[norm(p)].id!r}; drop it from one of the two sets")
+
+
 def load_concept(ref: str | Path) -> ConceptSpec:
     """Parse and validate a concept spec YAML (items may also come from `include` files)."""
     path = resolve_concept_path(str(ref))
     data = load_yaml(path)
     allowed = {"name", "description", "forget", "retain", "include", "leak_patterns", "refusals",
                "alternatives", "probes"}
-    unknown = sorted(set(data) - allowed)
+    unknown = sorted(set(data) - allowed, key=str)
     if unknown:
         raise AgloraError(f"{path}: unknown key '{unknown[0]}' "
                           f"(known: {', '.join(sorted(allowed))})")
     if not isinstance(data.get("name"), str) or not data["name"].strip():
         raise AgloraError(f"{path}: missing 'name' (a short name for the concept)")
+    if not isinstance(data.get("description") or "", str):
+        raise AgloraError(f"{path}: 'description' must be a string")
     forget = _items(data.get("forget"), "forget", "forget", path)
     retain = _items(data.get("retain"), "retain", "neighbor", path)
-    for inc in data.get("include", []) or []:
+    include_files = []
+    for inc in string_list(data.get("include"), "include", path, "[items/forget.yaml]"):
         inc_path = (path.parent / inc).resolve()
         inc_data = load_yaml(inc_path)
+        include_files.append(inc_path)
+        extra = sorted(set(inc_data) - {"forget", "retain"}, key=str)
+        if extra:
+            raise AgloraError(f"{inc_path}: unknown key '{extra[0]}' in an include file "
+                              "(known: forget, retain)")
         forget += _items(inc_data.get("forget"), "forget", "forget", inc_path)
         retain += _items(inc_data.get("retain"), "retain", "neighbor", inc_path)
     if not forget:
@@ -229,19 +288,21 @@ def load_concept(ref: str | Path) -> ConceptSpec:
     if not retain:
         raise AgloraError(f"{path}: the retain set is empty; list neighbouring prompts that must "
                           "keep working under 'retain:'")
-    patterns = data.get("leak_patterns", []) or []
+    _no_item_in_both(forget, retain, path)
+    patterns = string_list(data.get("leak_patterns"), "leak_patterns", path, '["incep"]')
     for pat in patterns:
-        try:
-            re.compile(pat)
-        except re.error as exc:
-            raise AgloraError(f"{path}: leak pattern {pat!r} is not a valid regex ({exc})"
-                              ) from None
-    probe_files = [(path.parent / p).resolve() for p in (data.get("probes") or [])]
+        check_pattern(pat, path)
+    probe_files = [(path.parent / p).resolve() for p in string_list(
+        data.get("probes"), "probes", path, "[probes.jsonl]")]
     for p in probe_files:
         if not p.is_file():
             raise AgloraError(f"{path}: probe file {p} not found")
-    refusals = data.get("refusals") or tofu_refusals()
+    refusals = (string_list(data.get("refusals"), "refusals", path, '["I don\'t know."]')
+                or tofu_refusals())
+    alternatives = string_list(data.get("alternatives"), "alternatives", path,
+                               '["Memento"]')
     return ConceptSpec(name=data["name"], forget=forget, retain=retain, leak_patterns=patterns,
-                       refusals=list(refusals), alternatives=list(data.get("alternatives") or []),
+                       refusals=list(refusals), alternatives=alternatives,
                        probe_files=probe_files, source=path,
-                       description=str(data.get("description") or ""))
+                       description=str(data.get("description") or ""),
+                       include_files=include_files)

@@ -182,9 +182,10 @@ def tradeoff_plot(summary: dict[str, dict], cells: list[dict], base: dict[str, f
         for ax, key in zip(axes, ("neighbor_acc", "kl_neighbor"), strict=True):
             ax.scatter([s["forget_acc"] for s in seeds], [s[key] for s in seeds], color=color,
                        alpha=0.3, s=14)
+            text = label.replace("$", r"\$")  # a "$" in a label is text, not mathtext
             ax.errorbar(v["forget_acc"]["mean"], v[key]["mean"], xerr=v["forget_acc"]["sd"],
-                        yerr=v[key]["sd"], fmt="o", color=color, label=label, capsize=3)
-            ax.annotate(label, (v["forget_acc"]["mean"], v[key]["mean"]), fontsize=7,
+                        yerr=v[key]["sd"], fmt="o", color=color, label=text, capsize=3)
+            ax.annotate(text, (v["forget_acc"]["mean"], v[key]["mean"]), fontsize=7,
                         xytext=(4, 4), textcoords="offset points", color=color)
     for ax in axes:
         ax.axvline(base["chance"], color="grey", ls="--", lw=1)

@@ -13,6 +13,7 @@ import sys
 
 from aglora.cli import authoring, bench, controlled, recommend, run
 from aglora.errors import AgloraError
+from aglora.runtime.lock import release_all
 
 COMMANDS = (run, authoring, bench, controlled, recommend)  # each: add_parsers(sub), handles(args)
 
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aglora: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        release_all()  # the run-directory locks this command took
     return 0
 
 

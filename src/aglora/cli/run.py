@@ -100,11 +100,11 @@ def _reopen(run_dir: Path):
 
 def cmd_run(args: argparse.Namespace, config: str) -> None:
     from aglora.config import load_config
-    from aglora.pipeline.run import run_all
+    from aglora.pipeline.run import check_inputs, run_all
     cfg = load_config(config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     ctx = _open(config, args.overrides, out, args.force)
-    _ = ctx.concept  # validate the concept spec before loading any model
+    check_inputs(ctx)  # the concept spec, its probe files, the device: before any model loads
     run_all(ctx, until=getattr(args, "until", None))
     if (out / "metrics.json").is_file():
         print_summary(read_json(out / "metrics.json"))
@@ -113,12 +113,12 @@ def cmd_run(args: argparse.Namespace, config: str) -> None:
 
 def cmd_forget(args: argparse.Namespace) -> None:
     from aglora.config import forget_config
-    from aglora.pipeline.run import open_run, run_all
+    from aglora.pipeline.run import check_inputs, open_run, run_all
     from aglora.recommend.ban import REPORT_SECTIONS
     out = Path(args.out)
     ctx = open_run(forget_config(args.spec, args.model, args.overrides), out, force=args.force)
     ctx.report_sections = REPORT_SECTIONS
-    _ = ctx.concept  # validate the concept spec before loading any model
+    check_inputs(ctx)  # the concept spec, its probe files, the device: before any model loads
     run_all(ctx)
     print_summary(read_json(out / "metrics.json"))
     print(f"[aglora] run directory: {out}")
@@ -135,7 +135,7 @@ def cmd_suite(args: argparse.Namespace) -> None:
 
 
 def cmd_stage(args: argparse.Namespace) -> None:
-    from aglora.pipeline.run import run_stage
+    from aglora.pipeline.run import check_inputs, run_stage
     run_dir = Path(args.run_dir)
     saved = run_dir / "config.yaml"
     if args.config or args.overrides:
@@ -143,16 +143,24 @@ def cmd_stage(args: argparse.Namespace) -> None:
         ctx = _open(config, args.overrides, run_dir, args.force)
     else:
         ctx = _reopen(run_dir)
+    check_inputs(ctx)
     run_stage(ctx, args.command)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    if args.samples is not None and args.samples < 0:
+        raise AgloraError(f"--samples {args.samples}: must be 0 or more (sampled generations per "
+                          "probe, besides the greedy one)")
+    if args.relearn < 0:
+        raise AgloraError(f"--relearn {args.relearn}: must be 0 or more (steps of the attack)")
     if args.run_dir and not args.probes:
-        from aglora.pipeline.run import run_stage
+        from aglora.pipeline.run import check_inputs, run_stage
         if args.overrides:
             raise AgloraError("--set has no effect on a run's eval stage (it uses the run's saved "
                               "config); rerun the run with --set, or evaluate with --probes")
-        run_stage(_reopen(Path(args.run_dir)), "eval")
+        ctx = _reopen(Path(args.run_dir))
+        check_inputs(ctx)
+        run_stage(ctx, "eval")
         print_summary(read_json(Path(args.run_dir) / "metrics.json"))
         return
     from aglora.pipeline.eval.standalone import evaluate_files

@@ -173,6 +173,26 @@ def load_adapter(base: nn.Module, adapter_dir: Path, check: bool = True) -> nn.M
     if check and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         check_fingerprint(meta["base_fingerprint"], base, f"adapter {adapter_dir}")
+    check_finite(adapter_dir)
     model = PeftModel.from_pretrained(base, str(adapter_dir))
     model.eval()
     return model
+
+
+def check_finite(adapter_dir: Path) -> None:
+    """Refuse an adapter whose weights hold NaN or infinity (a diverged or damaged training)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    for path in sorted(Path(adapter_dir).glob("*.safetensors")):
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise AgloraError(f"{path}: unreadable adapter weights ({str(exc).splitlines()[0]})"
+                              "; retrain it (aglora train RUN_DIR)") from None
+        for name, t in tensors.items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                bad = int((~torch.isfinite(t)).sum())
+                raise AgloraError(f"{path}: adapter weight {name} holds {bad} non-finite "
+                                  "value(s) (NaN or inf: training diverged); retrain with a lower "
+                                  "train.lr")

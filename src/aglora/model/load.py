@@ -84,9 +84,28 @@ def embedded_model_dir() -> Path:
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device `model.device` names; one this machine or torch build lacks is an
+    AgloraError (checked before any model loads)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AgloraError(f"model.device={name!r}: unknown device; use auto, cpu, cuda, cuda:N "
+                          "or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AgloraError(f"model.device={name!r}: no CUDA device here (torch "
+                              f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); "
+                              "use model.device=cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise AgloraError(f"model.device={name!r}: this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s); use cuda:0.."
+                              f"{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise AgloraError(f"model.device={name!r}: MPS is not available here; use model.device="
+                          "cpu or auto")
+    return device
 
 
 def load_model(cfg: ModelConfig) -> tuple[nn.Module, object]:

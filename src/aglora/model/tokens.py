@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from aglora.concepts import Probe
+from aglora.errors import AgloraError
 
 _SENTINEL = "\u2063AGLORA\u2063"
 
@@ -58,6 +59,27 @@ def target_ids(tok, context: str, target: str) -> list[int]:
     if not target:
         return []
     return tok(join_target(context, target), add_special_tokens=False)["input_ids"]
+
+
+def context_length(model) -> int | None:
+    """The longest sequence the model's positions cover (None when its config does not say)."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def check_lengths(tok, model, probes: list[Probe], what: str) -> None:
+    """Refuse a probe whose context and longest option do not fit the model's context."""
+    n_ctx = context_length(model)
+    if n_ctx is None:
+        return
+    for probe in probes:
+        ctx = context_text(tok, probe)
+        n = len(context_ids(tok, probe, ctx)) + max(
+            [len(target_ids(tok, ctx, t)) for t in [probe.answer or "", *probe.distractors]])
+        if n > n_ctx:
+            raise AgloraError(f"{what} {probe.id or probe.prompt[:40]!r}: {n} tokens with the chat "
+                              f"template and its answer, longer than the model's context of "
+                              f"{n_ctx}; shorten the prompt")
 
 
 @dataclass

@@ -2,15 +2,24 @@
 
 `record -> score -> mask -> train -> eval -> report`, each a function of (RunContext) that reads
 its inputs from and writes its outputs to one run directory. `state.json` lists the finished
-stages with their wall time; `run_all` skips finished stages (resume) and stops on the first error
-without touching what earlier stages wrote. A directory that holds a run with another
-configuration is refused unless `force` is given.
+stages with their wall time and, per stage, the sha256 of every input it read (the resolved
+config, the concept spec, its include and probe files, the earlier stages' artifacts) and of every
+artifact it wrote. `run_all` skips a finished stage only while all of these still match (resume)
+and reruns it, and the stages after it, otherwise; it stops on the first error without touching
+what earlier stages wrote. `check_inputs` validates everything that can be checked before a model
+loads, and `ctx.base()` what needs the model (mask size, prompt lengths).
+
+A directory that holds a run with another configuration is refused unless `force` is given;
+`force` then deletes only aglora's own files (`RUN_FILES`, the stages' `ARTIFACTS`) and refuses a
+directory holding anything else. One process at a time works in a run directory
+(`aglora.runtime.lock`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,19 +28,29 @@ from pathlib import Path
 import torch
 import yaml
 
-from aglora.concepts import ConceptSpec, Probe, load_concept, load_tofu
+from aglora.concepts import (
+    ConceptSpec,
+    Probe,
+    load_concept,
+    load_probes,
+    load_tofu,
+    resolve_concept_path,
+)
 from aglora.config import RunConfig, config_from_dict, config_to_dict, dump_config, load_yaml
 from aglora.errors import AgloraError
 from aglora.model.neurons import NeuronMask
 from aglora.pipeline.mask import load_mask, save_mask, select
 from aglora.runtime.artifacts import (
+    digest,
     load_tensors,
     read_json,
     save_tensors,
+    sha256_bytes,
     write_eval_outputs,
     write_json,
     write_text,
 )
+from aglora.runtime.lock import LOCK_NAME, lock_dir
 
 log = logging.getLogger("aglora")
 
@@ -44,6 +63,20 @@ OUTPUTS = {
     "eval": ["metrics.json", "probe_results.jsonl"],
     "report": ["report.md", "report.html"],
 }
+# Everything each stage writes (files and folders), hashed into state.json when it finishes.
+ARTIFACTS = {
+    "record": ["activations.safetensors", "train_items.jsonl"],
+    "score": ["scores.safetensors"],
+    "mask": ["masks.safetensors", "masks.json"],
+    "train": ["adapter", "train_history.json"],
+    "eval": ["metrics.json", "probe_results.jsonl"],
+    "report": ["report.md", "report.html", "figures"],
+}
+# The files of a run directory that aglora writes besides the stage artifacts (a ban's too):
+# with `force`, these and the artifacts are all that is deleted.
+RUN_FILES = ("config.yaml", "state.json", LOCK_NAME, "ban", "ban.json",
+             "recommendation_lists.jsonl", "interference_lists.jsonl")
+STAGE_SPEC_INPUTS = {"record": "items", "train": "items", "eval": "all"}  # which spec files
 
 
 @dataclass
@@ -96,7 +129,9 @@ class RunContext:
     def base(self):
         if self._model is None:
             from aglora.model.load import load_model
-            self._model, self._tok = load_model(self.cfg.model)
+            model, tok = load_model(self.cfg.model)
+            check_model_fit(self, model, tok)
+            self._model, self._tok = model, tok
         return self._model, self._tok
 
     def adapted(self):
@@ -110,16 +145,152 @@ class RunContext:
     # ---- state ------------------------------------------------------------------------------
     def load_state(self) -> None:
         path = self.run_dir / "state.json"
-        self.state = read_json(path) if path.is_file() else {"finished": {}, "wall_seconds": {}}
+        state = read_json(path) if path.is_file() else {}
+        if not isinstance(state, dict):
+            state = {}
+        for key in ("finished", "wall_seconds", "inputs", "artifacts"):
+            if not isinstance(state.get(key), dict):
+                state[key] = {}
+        self.state = state
 
-    def finish(self, stage: str, seconds: float) -> None:
+    def stage_inputs(self, stage: str) -> dict[str, str | None]:
+        """sha256 of what `stage` reads: the resolved config, the concept files it uses and the
+        artifacts of the stages before it."""
+        out: dict[str, str | None] = {"config": sha256_bytes(dump_config(self.cfg).encode())}
+        which = STAGE_SPEC_INPUTS.get(stage)
+        if which:
+            spec = self.concept
+            files = spec.input_files() if which == "all" else [
+                p for p in (spec.source, *spec.include_files) if p]
+            out.update({f"concept:{p}": digest(p) for p in files})
+        for earlier in STAGES[:STAGES.index(stage)]:
+            out.update({rel: digest(self.run_dir / rel) for rel in ARTIFACTS[earlier]})
+        return out
+
+    def finish(self, stage: str, seconds: float,
+               inputs: dict[str, str | None] | None = None) -> None:
         self.state["finished"][stage] = True
         self.state["wall_seconds"][stage] = round(seconds, 3)
+        self.state["inputs"][stage] = inputs if inputs is not None else self.stage_inputs(stage)
+        self.refresh_artifacts(stage, write=False)
         write_json(self.run_dir / "state.json", self.state)
 
+    def refresh_artifacts(self, stage: str, write: bool = True) -> None:
+        """Record the hashes of `stage`'s artifacts as they are now (after code that amends a
+        finished stage's output on purpose, e.g. a ban's metrics)."""
+        self.state["artifacts"][stage] = {
+            rel: digest(self.run_dir / rel) for rel in ARTIFACTS[stage]}
+        if write:
+            write_json(self.run_dir / "state.json", self.state)
+
+    def stale_reason(self, stage: str) -> str | None:
+        """Why `stage` must run (again), or None when it finished and nothing it read or wrote
+        has changed since."""
+        if not self.state["finished"].get(stage):
+            return "not finished"
+        recorded = self.state["artifacts"].get(stage)
+        if not isinstance(recorded, dict) or not recorded:
+            return "finished by an earlier aglora without artifact hashes"
+        for rel in ARTIFACTS[stage]:
+            now = digest(self.run_dir / rel)
+            if now is None:
+                return f"{rel} is missing"
+            if recorded.get(rel) != now:
+                return f"{rel} changed since it was written (truncated or edited)"
+        inputs = self.state["inputs"].get(stage)
+        if not isinstance(inputs, dict):
+            return "finished by an earlier aglora without input hashes"
+        now_inputs = self.stage_inputs(stage)
+        for key, value in now_inputs.items():
+            if inputs.get(key) != value:
+                return f"its input {key.removeprefix('concept:')} changed"
+        if set(inputs) != set(now_inputs):
+            return "its input files changed"
+        return None
+
     def is_finished(self, stage: str) -> bool:
-        return bool(self.state.get("finished", {}).get(stage)) and all(
-            (self.run_dir / o).exists() for o in OUTPUTS[stage])
+        return self.stale_reason(stage) is None
+
+
+FORCE_DELETES = ("config.yaml, state.json, the stage outputs (activations, scores, masks, "
+                 "adapter/, train_history.json, metrics.json, probe_results.jsonl, figures/, "
+                 "report.*) and a ban's files (ban/, ban.json, recommendation lists)")
+
+
+def _is_own(name: str) -> bool:
+    """Whether a run directory entry is one aglora writes (or a temporary file of one)."""
+    own = {*RUN_FILES, *(rel.split("/")[0] for rels in ARTIFACTS.values() for rel in rels)}
+    if name in own:
+        return True
+    return name.startswith(".") and any(name.startswith(f".{o}.") for o in own)
+
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """Names in `run_dir` that aglora did not write."""
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir() if not _is_own(p.name))
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Delete aglora's own files from `run_dir` (never anything else; the lock file stays)."""
+    foreign = foreign_entries(run_dir)
+    if foreign:  # checked by the callers before; never delete around someone else's files
+        raise AgloraError(_foreign_message(run_dir, foreign))
+    for p in sorted(run_dir.iterdir()):
+        if p.name == LOCK_NAME:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def _foreign_message(run_dir: Path, foreign: list[str]) -> str:
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    return (f"{run_dir} holds files aglora did not write ({shown}); --force deletes only "
+            f"aglora's own ({FORCE_DELETES}), so move those files or choose another --out")
+
+
+def check_out_dir(run_dir: Path) -> None:
+    """Refuse an output path that is a file, or a directory (or parent) aglora cannot write."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AgloraError(f"--out {run_dir} is a file, not a directory; choose another --out")
+    probe = run_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise AgloraError(f"--out {run_dir}: {probe} is a file, not a directory; choose another "
+                          "--out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise AgloraError(f"--out {run_dir}: {probe} is not writable (read-only); choose a "
+                          "writable --out")
+
+
+def prepare_run_dir(run_dir: Path, same_run: bool, force: bool, what: str = "run") -> None:
+    """Check, create and lock a run directory; with `force`, clear aglora's files from one that
+    holds another run. `same_run`: the directory holds this very run (resume) or none."""
+    run_dir = Path(run_dir)
+    check_out_dir(run_dir)
+    has_run = (run_dir / "config.yaml").is_file()
+    foreign = foreign_entries(run_dir)
+    if not has_run and foreign:
+        raise AgloraError(f"{run_dir} is not empty and holds no aglora run "
+                          f"({', '.join(foreign[:3])}); choose another --out (--force deletes "
+                          "only aglora's own files, never these)")
+    if not same_run and foreign and force:
+        raise AgloraError(_foreign_message(run_dir, foreign))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_dir(run_dir)
+    if not same_run:
+        if not force:
+            raise AgloraError(f"{run_dir} holds another {what}; choose another --out or pass "
+                              f"--force to overwrite it (it deletes {FORCE_DELETES})")
+        log.info(f"[aglora] --force: deleting the {what} in {run_dir}")
+        clear_run_dir(run_dir)
 
 
 def open_run(cfg: RunConfig, run_dir: Path, force: bool = False) -> RunContext:
@@ -127,21 +298,17 @@ def open_run(cfg: RunConfig, run_dir: Path, force: bool = False) -> RunContext:
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     text = dump_config(cfg)
-    if cfg_path.is_file() and not _same_config(cfg_path, text):
-        if not force:
-            old = load_yaml(cfg_path)
-            new = yaml.safe_load(text)
-            diff = _diff_keys(old, new)
-            raise AgloraError(f"{run_dir} holds another run (its config differs in "
-                              f"{', '.join(diff[:4]) or 'format'}); choose another --out or pass "
-                              "--force to overwrite it")
-        shutil.rmtree(run_dir)
-    elif run_dir.is_dir() and any(run_dir.iterdir()) and not cfg_path.is_file():
-        if not force:
-            raise AgloraError(f"{run_dir} is not empty and holds no aglora run; choose another "
-                              "--out or pass --force")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(run_dir)
+    same = cfg_path.is_file() and _same_config(cfg_path, text)
+    if cfg_path.is_file() and not same and not force:
+        try:
+            diff = _diff_keys(load_yaml(cfg_path), yaml.safe_load(text))
+        except AgloraError:
+            diff = []
+        raise AgloraError(f"{run_dir} holds another run (its config differs in "
+                          f"{', '.join(diff[:4]) or 'format'}); choose another --out or pass "
+                          f"--force to overwrite it (it deletes {FORCE_DELETES})")
+    prepare_run_dir(run_dir, same_run=same or not cfg_path.is_file(), force=force)
     write_text(cfg_path, text)
     ctx = RunContext(cfg=cfg, run_dir=run_dir)
     ctx.load_state()
@@ -167,7 +334,9 @@ def reopen_run(run_dir: Path) -> RunContext:
     if not cfg_path.is_file():
         raise AgloraError(f"{run_dir} holds no run (no config.yaml); start one with "
                           "`aglora run CONFIG --out DIR`")
-    ctx = RunContext(cfg=config_from_dict(load_yaml(cfg_path)), run_dir=Path(run_dir))
+    cfg = config_from_dict(load_yaml(cfg_path))
+    lock_dir(Path(run_dir))
+    ctx = RunContext(cfg=cfg, run_dir=Path(run_dir))
     ctx.load_state()
     return ctx
 
@@ -181,6 +350,54 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif va != vb:
             out.append(prefix + k)
     return out
+
+
+def check_inputs(ctx: RunContext) -> None:
+    """Everything that can be checked before a model loads: the scorer and objectives, the
+    concept spec with every include and probe file parsed, what the objectives need from the
+    spec, and the device."""
+    from aglora.model.load import resolve_device
+    from aglora.pipeline.score import SCORERS
+    from aglora.pipeline.train.objectives import check_objectives
+    from aglora.pipeline.train.targets import ANSWER_OBJECTIVES
+    cfg = ctx.cfg
+    if cfg.score.scorer not in SCORERS:
+        raise AgloraError(f"score.scorer={cfg.score.scorer!r}: unknown scorer; choose from "
+                          f"{', '.join(sorted(SCORERS))}")
+    check_objectives(cfg.train.forget_objective, cfg.train.retain_objective)
+    concept = ctx.concept
+    eval_probes(ctx)  # parses every probe file; refuses a spec without any
+    if cfg.train.forget_objective == "alternative" and not concept.alternatives:
+        raise AgloraError(f"train.forget_objective=alternative needs 'alternatives:' in "
+                          f"{concept.source}")
+    if cfg.train.forget_objective in ANSWER_OBJECTIVES:
+        missing = [p for p in concept.forget if not p.answer]
+        if missing:
+            raise AgloraError(f"train.forget_objective={cfg.train.forget_objective} needs an "
+                              f"'answer' on every forget item; {missing[0].id!r} has none "
+                              f"({concept.source})")
+    resolve_device(cfg.model.device)
+
+
+def check_model_fit(ctx: RunContext, model, tok) -> None:
+    """What needs the loaded model: mask.k within its neurons, every prompt within its context."""
+    from aglora.model.neurons import mlp_layers
+    from aglora.model.tokens import check_lengths
+    m = ctx.cfg.mask
+    d_ff = [layer.d_ff for layer in mlp_layers(model)]
+    if m.selection == "topk_global" and m.k > sum(d_ff):
+        raise AgloraError(f"mask.k={m.k} exceeds the model's {sum(d_ff)} MLP neurons "
+                          f"({len(d_ff)} layers); lower mask.k")
+    if m.selection == "topk_per_layer" and m.k > min(d_ff):
+        raise AgloraError(f"mask.k={m.k} exceeds the {min(d_ff)} neurons of a layer "
+                          "(selection topk_per_layer); lower mask.k")
+    if ctx._concept is None and not resolve_concept_path(ctx.cfg.concept).is_file():
+        return  # a spec built from the model itself (a ban): it is written after this
+    concept = ctx.concept
+    check_lengths(tok, model, concept.forget, "forget item")
+    check_lengths(tok, model, concept.retain, "retain item")
+    check_lengths(tok, model, [p for f in concept.probe_files for p in load_probes(f)[0]],
+                  "probe")
 
 
 def _same_answer_warning(concept: ConceptSpec) -> None:
@@ -299,17 +516,22 @@ STAGE_FUNCS = {"record": stage_record, "score": stage_score, "mask": stage_mask,
 def run_stage(ctx: RunContext, stage: str) -> None:
     log.info(f"[aglora] == {stage} ==")
     start = time.time()
+    inputs = ctx.stage_inputs(stage)  # what the stage reads, hashed before it runs
     STAGE_FUNCS[stage](ctx)
-    ctx.finish(stage, time.time() - start)
+    ctx.finish(stage, time.time() - start, inputs)
     log.info(f"[aglora] {stage} done in {time.time() - start:.1f}s")
 
 
 def run_all(ctx: RunContext, until: str | None = None) -> None:
-    """Run every stage not finished yet, in order (resume after an interruption)."""
+    """Run every stage not finished yet, in order (resume after an interruption); a finished
+    stage whose inputs or artifacts changed runs again, and so do the stages after it."""
     for stage in STAGES:
-        if ctx.is_finished(stage):
+        reason = ctx.stale_reason(stage)
+        if reason is None:
             log.info(f"[aglora] {stage}: already finished, skipped")
         else:
+            if ctx.state["finished"].get(stage):
+                log.info(f"[aglora] {stage}: rerun ({reason})")
             # A stage rerun invalidates the ones after it.
             for later in STAGES[STAGES.index(stage) + 1:]:
                 ctx.state["finished"].pop(later, None)

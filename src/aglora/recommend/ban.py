@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import shutil
 from pathlib import Path
 
 from aglora.errors import AgloraError
@@ -70,7 +69,8 @@ def run_ban(items: list[str], out: Path, catalog_path: str | None = None,
     Reruns resume; a directory holding another ban is refused unless `force`.
     """
     from aglora.config import load_config
-    from aglora.pipeline.run import open_run, run_all, run_stage
+    from aglora.model.load import resolve_device
+    from aglora.pipeline.run import check_out_dir, open_run, prepare_run_dir, run_all, run_stage
 
     catalog = load_catalog(catalog_path)
     movies = resolve_items(catalog, items)
@@ -84,11 +84,13 @@ def run_ban(items: list[str], out: Path, catalog_path: str | None = None,
     cfg.concept = str((out / "ban" / "concept.yaml").resolve())
     meta = _ban_meta(catalog, movies, rec)
     meta_path = out / "ban.json"
+    check_out_dir(out)
+    resolve_device(cfg.model.device)  # before any model loads
     if meta_path.is_file() and not same_ban(read_json(meta_path), meta):
         if not force:
             raise AgloraError(f"{out} holds another ban (ban.json differs); choose another --out "
-                              "or pass --force")
-        shutil.rmtree(out)
+                              "or pass --force (it deletes only aglora's own files)")
+        prepare_run_dir(out, same_run=False, force=True, what="ban")  # aglora's files only
     ctx = open_run(cfg, out, force=force)
     ctx.report_sections = REPORT_SECTIONS
     write_json(meta_path, meta)
@@ -110,16 +112,19 @@ def run_ban(items: list[str], out: Path, catalog_path: str | None = None,
                                                        rec)
         write_lists(out / "recommendation_lists.jsonl", eval_prompts, lists)
         write_json(metrics_path, metrics)
+        ctx.refresh_artifacts("eval")  # the eval stage's metrics, amended on purpose
     elif "ratio_ci95" not in (metrics["recommendation"].get("validity_others") or {}):
         # a run from before the metric (or its interval)
         metrics["recommendation"]["validity_others"] = validity_others_from_lists(
             out / "recommendation_lists.jsonl", catalog, movies)
         write_json(metrics_path, metrics)
+        ctx.refresh_artifacts("eval")
     if combine_with:
         metrics["recommendation"]["interference"] = interference(
             ctx, catalog, movies, eval_prompts, rec, metrics["recommendation"],
             Path(combine_with))
         write_json(metrics_path, metrics)
+        ctx.refresh_artifacts("eval")
     run_stage(ctx, "report")
     return metrics["recommendation"]
 

@@ -110,3 +110,28 @@ def write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
     """Call `writer(tmp_path)` and move the result onto `path` atomically."""
     with atomic_path(path) as tmp:
         writer(tmp)
+
+
+def sha256_bytes(data: bytes) -> str:
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest(path: str | os.PathLike) -> str | None:
+    """sha256 of a file, or of a directory's files (their relative names and contents, in
+    order); None when `path` is missing."""
+    import hashlib
+    path = Path(path)
+    if path.is_file():
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+            h.update((digest(f) or "").encode() + b"\n")
+        return h.hexdigest()
+    return None

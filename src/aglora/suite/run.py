@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from aglora.config import forget_config
-from aglora.pipeline.run import open_run, run_all
+from aglora.pipeline.run import check_inputs, open_run, run_all
 from aglora.runtime.artifacts import read_json
 
 SUITE = ("builtin:inception", "builtin:lord-of-the-rings", "builtin:michael-jackson",
@@ -36,7 +36,7 @@ def run_suite(concepts: list[str], out: Path, model: str | None = None,
         start = time.time()
         run_dir = out / slug
         ctx = open_run(forget_config(spec, model, overrides), run_dir, force=force)
-        _ = ctx.concept  # a bad spec fails here, before any model loads
+        check_inputs(ctx)  # a bad spec or probe file fails here, before any model loads
         run_all(ctx)
         state = read_json(run_dir / "state.json")
         rows.append({"concept": slug, "spec": spec, "run_dir": str(run_dir),

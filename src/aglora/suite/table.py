@@ -116,7 +116,8 @@ def suite_figure(rows: list[dict], path: Path) -> None:
         ax.hlines(v["chance"], i - 1.5 * w, i - 0.5 * w, colors="black", linewidth=1.5)
     ax.axhline(TARGETS["neighbor"], color="grey", ls="--", lw=1)
     ax.set_xticks(list(x))
-    ax.set_xticklabels([v["concept"] for v in vals], rotation=20, ha="right", fontsize=8)
+    ax.set_xticklabels([v["concept"] for v in vals], rotation=20, ha="right", fontsize=8,
+                       parse_math=False)  # a name with "$" is text, not mathtext
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("known accuracy after")
     ax.set_title("Each concept with the same settings (black: chance; dashed: neighbour line)")

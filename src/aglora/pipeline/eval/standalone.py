@@ -15,6 +15,7 @@ from aglora.concepts import Probe, load_concept, load_probes, load_tofu
 from aglora.config import RunConfig, config_from_dict, config_to_dict
 from aglora.errors import AgloraError
 from aglora.runtime.artifacts import read_json, write_eval_outputs
+from aglora.runtime.lock import lock_dir
 from aglora.settings import apply_overrides
 
 log = logging.getLogger("aglora")
@@ -44,6 +45,17 @@ def eval_config(adapter: Path | None, base: str | None,
     return cfg, patterns
 
 
+def check_eval_out(out: Path) -> None:
+    """Refuse an --out that is a file, read-only, or a run directory (whose metrics.json and
+    probe_results.jsonl the standalone evaluation would overwrite)."""
+    from aglora.pipeline.run import check_out_dir
+    check_out_dir(out)
+    if (out / "config.yaml").is_file():
+        raise AgloraError(f"--out {out} holds a run (config.yaml); its metrics.json would be "
+                          "overwritten: choose another --out (or `aglora eval RUN_DIR` to rerun "
+                          "the run's own evaluation)")
+
+
 def load_probe_files(paths: list[str], skip_invalid: bool) -> tuple[list[Probe], int]:
     probes: list[Probe] = []
     skipped = 0
@@ -61,6 +73,8 @@ def evaluate_files(probe_files: list[str], out: Path, adapter: Path | None = Non
     """Evaluate `probe_files` (base vs `adapter`, or the base alone) into `out`; the metrics."""
     if relearn and not adapter:
         raise AgloraError("--relearn needs --adapter (there is nothing unlearned to attack)")
+    out = Path(out)
+    check_eval_out(out)
     cfg, patterns = eval_config(adapter, base, overrides or [])
     probes, skipped = load_probe_files(probe_files, skip_invalid)
     if skipped:
@@ -68,10 +82,21 @@ def evaluate_files(probe_files: list[str], out: Path, adapter: Path | None = Non
     if tofu:
         probes += load_tofu()
     if samples is not None:
+        if samples < 0:
+            raise AgloraError(f"--samples {samples}: must be 0 or more")
         cfg.eval.n_samples = samples
-    from aglora.model.load import load_model
+    from aglora.model.load import load_model, resolve_device
+    from aglora.model.tokens import check_lengths
     from aglora.pipeline.eval.evaluate import evaluate
+    resolve_device(cfg.model.device)
+    if adapter:  # a missing adapter fails before the model loads
+        if not (adapter_dir(Path(adapter)) / "adapter_config.json").is_file():
+            raise AgloraError(f"{adapter}: no adapter here (no adapter_config.json); give a run "
+                              "directory or its adapter/ folder")
+    out.mkdir(parents=True, exist_ok=True)
+    lock_dir(out)
     model, tok = load_model(cfg.model)
+    check_lengths(tok, model, probes, "probe")
     if adapter:
         from aglora.model.adapter import load_adapter
         model = load_adapter(model, adapter_dir(Path(adapter)))
@@ -83,8 +108,6 @@ def evaluate_files(probe_files: list[str], out: Path, adapter: Path | None = Non
         from aglora.pipeline.eval.relearn import relearn_from_records
         metrics["relearn"] = relearn_from_records(model, tok, probes, records, relearn,
                                                   cfg.eval.batch_size)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     write_eval_outputs(out, metrics, records)
     log.info(f"[aglora] wrote {out / 'metrics.json'}")
     return metrics

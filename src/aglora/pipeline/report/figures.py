@@ -75,7 +75,8 @@ def _bar_pairs(ax, names: list[str], base: list, after: list, ylabel: str,
                 ax.hlines(as_float(c), i - w - 0.05, i + w + 0.05, colors="black", linewidth=1.6,
                           label="chance" if i == 0 else None)
     ax.set_xticks(x)
-    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    # parse_math=False: a family named "$5 films" is text, not matplotlib mathtext
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8, parse_math=False)
     ax.set_ylim(0, 1.3)
     ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     ax.set_ylabel(ylabel)
