@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo ban-demo test test-slow lint clean
+.PHONY: setup demo ban-demo suite test test-slow test-embedded test-all lint clean
 
 setup: $(VENV)/.installed
 
@@ -24,15 +24,28 @@ demo: setup
 ban-demo: setup
 	$(BIN)/aglora ban --item "The Matrix" --out runs/ban-matrix
 
-test: setup
-	$(BIN)/ruff check src tests benchmarks
+# Every shipped suite concept with the same recommended settings (see docs/results/suite.md).
+suite: setup
+	$(BIN)/aglora suite --out runs/suite
+
+# Lint, layer contracts, and the fast unit tests (tiny models built in code).
+test: setup lint
 	$(BIN)/python -m pytest -q
 
+# Unit tests over 5 s on tiny models.
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
+# Tests on the embedded SmolLM2 model (minutes: the demo end to end).
+test-embedded: setup
+	$(BIN)/python -m pytest -q -m embedded
+
+# What CI runs.
+test-all: test test-slow test-embedded
+
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf runs build *.egg-info

@@ -152,6 +152,10 @@ class TrainConfig:
         0.0,
         "share of the training items (with all their forms) held out as a validation split; "
         "early stopping then reads it instead of the training items (0 = off)")
+    stop_retain_accuracy: float | None = setting(
+        None,
+        "with a validation split: also stop once the held-out retain items the base model knows "
+        "fall below this likelihood-choice accuracy (the neighbours' guard; empty = off)")
     stop_each_form: bool = setting(
         False,
         "early stopping needs every form (family) of the checked forget items at the goal on "

@@ -54,6 +54,11 @@ def cmd_ban(args: argparse.Namespace) -> None:
 
 def cmd_recommend(args: argparse.Namespace) -> None:
     from aglora.recommend import show
+    stray = [o for o in args.overrides if not o.strip().startswith("recommend.")]
+    if stray:
+        raise AgloraError(f"--set {stray[0]}: `aglora recommend` reads only recommend.* settings "
+                          "(a ban's run config is fixed by its adapter); drop it, or pass it to "
+                          "`aglora ban`")
     if args.survey:
         out = show.survey(args.catalog, args.model, args.overrides, args.rank, args.top,
                           Path(args.out) if args.out else None)

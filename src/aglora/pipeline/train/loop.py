@@ -29,6 +29,7 @@ from aglora.concepts import Probe
 from aglora.config import TrainConfig
 from aglora.errors import AgloraError
 from aglora.model.adapter import trainable_parameters
+from aglora.model.likelihood import choice_summary, score_options
 from aglora.pipeline.train.objectives import AnswerObjective
 from aglora.pipeline.train.stopping import forget_goal_met
 
@@ -52,6 +53,7 @@ class Objective(Protocol):
 class TrainResult:
     steps: int = 0
     stopped_early: bool = False
+    stop_reason: str = "max_steps"
     seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
 
@@ -92,18 +94,33 @@ def chance_level(items: list[Probe]) -> float:
     return (sum(1 / (1 + len(p.distractors)) for p in items) / len(items) if items else 0.0)
 
 
+def known_at_base(model: nn.Module, tok, items: list[Probe],
+                  reference: nn.Module | None = None) -> list[Probe]:
+    """The items with options whose answer the base model prefers to every distractor (the
+    stopping check, like the evaluation, judges forgetting on known facts only)."""
+    from aglora.model.likelihood import choice_correct
+    from aglora.pipeline.train.reference import base_view
+    choice = [p for p in items if p.has_choice]
+    with base_view(model, reference) as base:
+        scores = score_options(base, tok, choice, batch_size=64)
+    return [p for p, s in zip(choice, scores, strict=True) if choice_correct(s)]
+
+
 def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: TrainConfig,
           refusals: list[str] | None = None, alternatives: list[str] | None = None,
           log: Callable[[str], None] = _log.info, params: list[nn.Parameter] | None = None,
           reference: nn.Module | None = None,
           objective: Objective | None = None,
-          validation: list[Probe] | None = None) -> TrainResult:
+          validation: list[Probe] | None = None,
+          retain_validation: list[Probe] | None = None) -> TrainResult:
     """Optimise `params` of `model` in place (default: its LoRA parameters); returns the history.
 
     `objective` defaults to `AnswerObjective(model, tok, forget, retain, cfg, refusals,
     alternatives, reference)`. `validation`: held-out forget items that early stopping checks
     instead of the training items (the per-item weighting and focusing rules, which act on
-    training items, then stay off).
+    training items, then stay off). `retain_validation`: held-out retain items; with
+    `cfg.stop_retain_accuracy`, training also stops once the known ones fall below that line
+    (the neighbours' guard), whatever the forget side shows.
     """
     if not forget:
         raise AgloraError("the forget set is empty; nothing to unlearn")
@@ -118,8 +135,14 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     choice_index = [i for i, p in enumerate(forget) if p.has_choice]  # choice item -> forget
-    checked = [p for p in validation if p.has_choice] if validation else None
+    checked = known_at_base(model, tok, validation, reference) if validation else None
+    if validation and not checked:
+        raise AgloraError("the base model knows none of the validation forget items (no answer "
+                          "beats its distractors); run `aglora check SPEC` and keep the items it "
+                          "knows")
     choice_items = checked or [forget[i] for i in choice_index]
+    guarded = (known_at_base(model, tok, retain_validation, reference)
+               if retain_validation and cfg.stop_retain_accuracy is not None else [])
     on_training_items = checked is None
     item_weight = torch.ones(len(forget))  # [n_forget] forget-term weight per item
     chance = chance_level(choice_items)
@@ -167,6 +190,13 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                     row["forget_items_at_goal"] = len(check.items_at_goal)
                 if check.met and step >= cfg.min_steps:
                     result.stopped_early = True
+                    result.stop_reason = "forget items at the goal"
+                if guarded:
+                    kept = choice_summary(score_options(model, tok, guarded, batch_size=64))[0]
+                    row["retain_validation_accuracy"] = kept
+                    if kept < cfg.stop_retain_accuracy and not result.stopped_early:
+                        result.stopped_early = True
+                        result.stop_reason = "neighbour guard"
             result.history.append(row)
             log(progress_line(row))
             result.steps = step
