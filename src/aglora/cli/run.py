@@ -85,7 +85,9 @@ def _open(config: str | None, overrides: list[str], out: Path, force: bool):
     from aglora.config import load_config
     from aglora.pipeline.run import open_run
     from aglora.recommend.ban import REPORT_SECTIONS
-    ctx = open_run(load_config(config, overrides), out, force=force)
+    # check=True: the concept spec, its probe files, the device, before any model loads and
+    # before anything in `out` is written or deleted
+    ctx = open_run(load_config(config, overrides), out, force=force, check=True)
     ctx.report_sections = REPORT_SECTIONS
     return ctx
 
@@ -100,11 +102,10 @@ def _reopen(run_dir: Path):
 
 def cmd_run(args: argparse.Namespace, config: str) -> None:
     from aglora.config import load_config
-    from aglora.pipeline.run import check_inputs, run_all
+    from aglora.pipeline.run import run_all
     cfg = load_config(config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     ctx = _open(config, args.overrides, out, args.force)
-    check_inputs(ctx)  # the concept spec, its probe files, the device: before any model loads
     run_all(ctx, until=getattr(args, "until", None))
     if (out / "metrics.json").is_file():
         print_summary(read_json(out / "metrics.json"))
@@ -113,12 +114,12 @@ def cmd_run(args: argparse.Namespace, config: str) -> None:
 
 def cmd_forget(args: argparse.Namespace) -> None:
     from aglora.config import forget_config
-    from aglora.pipeline.run import check_inputs, open_run, run_all
+    from aglora.pipeline.run import open_run, run_all
     from aglora.recommend.ban import REPORT_SECTIONS
     out = Path(args.out)
-    ctx = open_run(forget_config(args.spec, args.model, args.overrides), out, force=args.force)
+    ctx = open_run(forget_config(args.spec, args.model, args.overrides), out, force=args.force,
+                   check=True)  # inputs checked before any model loads or file is deleted
     ctx.report_sections = REPORT_SECTIONS
-    check_inputs(ctx)  # the concept spec, its probe files, the device: before any model loads
     run_all(ctx)
     print_summary(read_json(out / "metrics.json"))
     print(f"[aglora] run directory: {out}")
@@ -143,7 +144,7 @@ def cmd_stage(args: argparse.Namespace) -> None:
         ctx = _open(config, args.overrides, run_dir, args.force)
     else:
         ctx = _reopen(run_dir)
-    check_inputs(ctx)
+        check_inputs(ctx)
     run_stage(ctx, args.command)
 
 

@@ -145,7 +145,11 @@ class RunContext:
     # ---- state ------------------------------------------------------------------------------
     def load_state(self) -> None:
         path = self.run_dir / "state.json"
-        state = read_json(path) if path.is_file() else {}
+        try:
+            state = read_json(path) if path.is_file() else {}
+        except AgloraError as exc:  # a damaged state: every stage runs again
+            log.warning(f"[aglora] warning: {exc}; every stage runs again")
+            state = {}
         if not isinstance(state, dict):
             state = {}
         for key in ("finished", "wall_seconds", "inputs", "artifacts"):
@@ -293,11 +297,17 @@ def prepare_run_dir(run_dir: Path, same_run: bool, force: bool, what: str = "run
         clear_run_dir(run_dir)
 
 
-def open_run(cfg: RunConfig, run_dir: Path, force: bool = False) -> RunContext:
-    """Create or reopen a run directory for `cfg`, refusing one that holds another run."""
+def open_run(cfg: RunConfig, run_dir: Path, force: bool = False,
+             check: bool = False) -> RunContext:
+    """Create or reopen a run directory for `cfg`, refusing one that holds another run.
+    `check`: run `check_inputs` first, before anything in the directory is written or deleted."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     text = dump_config(cfg)
+    checked = None
+    if check:
+        checked = RunContext(cfg=cfg, run_dir=run_dir)
+        check_inputs(checked)
     check_out_dir(run_dir)
     same = cfg_path.is_file() and _same_config(cfg_path, text)
     if cfg_path.is_file() and not same and not force:
@@ -310,7 +320,7 @@ def open_run(cfg: RunConfig, run_dir: Path, force: bool = False) -> RunContext:
                           f"--force to overwrite it (it deletes {FORCE_DELETES})")
     prepare_run_dir(run_dir, same_run=same or not cfg_path.is_file(), force=force)
     write_text(cfg_path, text)
-    ctx = RunContext(cfg=cfg, run_dir=run_dir)
+    ctx = RunContext(cfg=cfg, run_dir=run_dir, _concept=checked._concept if checked else None)
     ctx.load_state()
     return ctx
 
@@ -456,7 +466,8 @@ def stage_train(ctx: RunContext) -> None:
     concept, items = ctx.concept, ctx.training
     result = train(peft_model, tok, items.forget, items.retain, ctx.cfg.train,
                    concept.refusals, concept.alternatives,
-                   validation=items.forget_validation or None)
+                   validation=items.forget_validation or None,
+                   retain_validation=items.retain_validation or None)
     trainable, effective, base_params = count_parameters(peft_model)
     meta = {"concept": concept.name, "masked": ctx.cfg.lora.masked,
             "mask": mask.summary() if ctx.cfg.lora.masked else None,
@@ -464,6 +475,7 @@ def stage_train(ctx: RunContext) -> None:
     adapter_bytes = save_adapter(peft_model, ctx.run_dir / "adapter", meta)
     write_json(ctx.run_dir / "train_history.json", {
         "steps": result.steps, "stopped_early": result.stopped_early,
+        "stop_reason": result.stop_reason,
         "seconds": result.seconds, "history": result.history,
         "trainable_params": trainable, "effective_params": effective,
         "base_params": base_params, "adapter_bytes": adapter_bytes})

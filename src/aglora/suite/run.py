@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from aglora.config import forget_config
-from aglora.pipeline.run import check_inputs, open_run, run_all
+from aglora.pipeline.run import RunContext, check_inputs, open_run, run_all
 from aglora.runtime.artifacts import read_json
 
 SUITE = ("builtin:inception", "builtin:lord-of-the-rings", "builtin:michael-jackson",
@@ -29,14 +29,17 @@ def run_suite(concepts: list[str], out: Path, model: str | None = None,
               overrides: list[str] | None = None, force: bool = False) -> list[dict]:
     """Forget each concept into `out/<slug>`; returns one row of results per concept."""
     out = Path(out)
+    for spec in concepts:  # every concept checked before the first model loads
+        check_inputs(RunContext(cfg=forget_config(spec, model, overrides),
+                                run_dir=out / concept_slug(spec)))
     rows = []
     for n, spec in enumerate(concepts, 1):
         slug = concept_slug(spec)
         log.info(f"[suite] ({n}/{len(concepts)}) {slug}")
         start = time.time()
         run_dir = out / slug
-        ctx = open_run(forget_config(spec, model, overrides), run_dir, force=force)
-        check_inputs(ctx)  # a bad spec or probe file fails here, before any model loads
+        # a bad spec or probe file fails here, before any model loads or file is deleted
+        ctx = open_run(forget_config(spec, model, overrides), run_dir, force=force, check=True)
         run_all(ctx)
         state = read_json(run_dir / "state.json")
         rows.append({"concept": slug, "spec": spec, "run_dir": str(run_dir),
