@@ -181,6 +181,9 @@ class TrainConfig:
                         fix="an accuracy; leave it out for chance")
         check_range("train.validation_share", self.validation_share, 0, 1, high_open=True,
                     fix="0 = no validation split")
+        if self.stop_retain_accuracy is not None:
+            check_range("train.stop_retain_accuracy", self.stop_retain_accuracy, 0, 1,
+                        fix="an accuracy; leave it out to turn the guard off")
 
 
 @dataclass

@@ -59,6 +59,8 @@ def cmd_recommend(args: argparse.Namespace) -> None:
         raise AgloraError(f"--set {stray[0]}: `aglora recommend` reads only recommend.* settings "
                           "(a ban's run config is fixed by its adapter); drop it, or pass it to "
                           "`aglora ban`")
+    from aglora.recommend.settings import rec_config, split_overrides
+    rec_config(split_overrides(args.overrides)[1])  # unknown or bad recommend.* keys fail here
     if args.survey:
         out = show.survey(args.catalog, args.model, args.overrides, args.rank, args.top,
                           Path(args.out) if args.out else None)
