@@ -66,6 +66,8 @@ def run_bench(config: str | Path, out: Path, methods: str | None = None,
     if jobs < 1:
         raise AgloraError(f"--jobs {jobs}: need at least 1")
     out = Path(out)
+    from aglora.pipeline.run import check_out_dir
+    check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "bench_config.yaml",
                yaml.safe_dump({**cfg.raw, "methods": [
@@ -80,10 +82,11 @@ def run_bench(config: str | Path, out: Path, methods: str | None = None,
             f"from {len(result['cells'])} finished cells")
         return result
     concept = load_concept(run.concept)
+    probes = bench_probes(concept, run)  # every probe file parsed before the model loads
     total_start = time.time()
-    from aglora.model.load import load_model
+    from aglora.model.load import load_model, resolve_device
+    resolve_device(run.model.device)
     model, tok = model_tok if model_tok is not None else load_model(run.model)
-    probes = bench_probes(concept, run)
     stats, scores, record_s = shared_scores(model, tok, concept, run, out, log)
     base_side, base_s = shared_base_side(model, tok, probes, cfg.settings, out, log)
     shared = {"record_seconds": record_s, "base_eval_seconds": base_s, "n_probes": len(probes),
