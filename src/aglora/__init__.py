@@ -34,8 +34,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def run(cfg: RunConfig, out: str | Path, force: bool = False, until: str | None = None) -> Path:
     """Run every unfinished stage of `cfg` into run directory `out` (resumes); returns `out`."""
     from aglora.pipeline.run import open_run, run_all
-    ctx = open_run(cfg, Path(out), force=force)
-    run_all(ctx, until=until)
+    from aglora.runtime.lock import release
+    try:
+        run_all(open_run(cfg, Path(out), force=force, check=True), until=until)
+    finally:
+        release(Path(out))  # the run directory's lock
     return Path(out)
 
 

@@ -287,12 +287,12 @@ def prepare_run_dir(run_dir: Path, same_run: bool, force: bool, what: str = "run
                           "only aglora's own files, never these)")
     if not same_run and foreign and force:
         raise AgloraError(_foreign_message(run_dir, foreign))
+    if not same_run and not force:
+        raise AgloraError(f"{run_dir} holds another {what}; choose another --out or pass "
+                          f"--force to overwrite it (it deletes {FORCE_DELETES})")
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock_dir(run_dir)
+    lock_dir(run_dir)  # before anything is deleted: never under another process's feet
     if not same_run:
-        if not force:
-            raise AgloraError(f"{run_dir} holds another {what}; choose another --out or pass "
-                              f"--force to overwrite it (it deletes {FORCE_DELETES})")
         log.info(f"[aglora] --force: deleting the {what} in {run_dir}")
         clear_run_dir(run_dir)
 
