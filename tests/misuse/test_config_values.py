@@ -105,3 +105,19 @@ def test_ban_settings_are_range_checked(capsys, tmp_path):
     refused(capsys, ["ban", "--item", "The Matrix", "--out", str(tmp_path / "r"),
                      "--set", "recommend.temperature=[0,"], "is not valid YAML")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--real-world", "-1"], "real_world_limit=-1: must be >= 0"),
+    (["--lora-lr", "0"], "method.lora_lr=0.0: must be > 0"),
+    (["--full-lr", "-1"], "method.full_lr=-1.0: must be > 0"),
+    (["--steps", "0"], "steps, batch_size, k and rank must be >= 1"),
+    (["--implant-lr", "0"], "lr > 0"),
+])
+def test_controlled_track_settings_are_range_checked(tmp_path, argv, message):
+    # Only the settings are built here: a valid command line would load the embedded model.
+    from aglora.cli import build_parser
+    from aglora.cli.controlled import config_from_args
+    args = build_parser().parse_args(["controlled", "--out", str(tmp_path / "c"), *argv])
+    with pytest.raises(AgloraError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        config_from_args(args)

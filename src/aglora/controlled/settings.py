@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from aglora.errors import AgloraError
 from aglora.methods import METHODS
-from aglora.settings import setting
+from aglora.settings import check_range, setting
 
 DEFAULT_METHODS = ["ag_lora", "plain_lora", "random_lora", "full_gd", "full_npo"]
 KNOWN_METHODS = tuple(METHODS)  # the shared registry (its names need no torch)
@@ -28,6 +28,8 @@ class ImplantConfig:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise AgloraError(f"implant settings {asdict(self)}: epochs and batch_size must be "
                               ">= 1 and lr > 0")
+        check_range("implant.weight_decay", self.weight_decay, 0)
+        check_range("implant.warmup_steps", self.warmup_steps, 0)
 
 
 @dataclass
@@ -48,6 +50,10 @@ class MethodSettings:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.k < 1 or self.rank < 1:
             raise AgloraError("method settings: steps, batch_size, k and rank must be >= 1")
+        for name in ("lora_lr", "full_lr", "npo_beta"):
+            check_range(f"method.{name}", getattr(self, name), 0, low_open=True)
+        for name in ("lora_retain_weight", "full_retain_weight", "record_retain"):
+            check_range(f"method.{name}", getattr(self, name), 0)
 
 
 @dataclass
@@ -69,6 +75,9 @@ class ControlledConfig:
         if unknown or not self.methods:
             raise AgloraError(f"unknown method(s) {unknown or self.methods}; choose from "
                               f"{', '.join(KNOWN_METHODS)}")
+        check_range("real_world_limit", self.real_world_limit, 0, fix="--real-world: 0 = none")
+        check_range("eval_batch_size", self.eval_batch_size, 1)
+        check_range("seed", self.seed, 0)
         if self.fq_wording not in ("question", "paraphrase", "both"):
             raise AgloraError(f"fq_wording={self.fq_wording!r}: use question, paraphrase or both")
         if self.utility_films < 1 or self.utility_films > self.n_films - self.n_forget:
