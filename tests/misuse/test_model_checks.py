@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
@@ -84,3 +85,15 @@ def test_real_run_reruns_a_truncated_artifact(capsys, tmp_path, concept_path, ti
     assert "record: already finished" in printed
     assert "score: rerun (scores.safetensors changed" in printed
     assert (out / "scores.safetensors").read_bytes() == scores  # byte-identical rerun
+
+
+def test_mask_selection_refuses_rather_than_caps():
+    # The bench, the controlled track and the methods select through the same function.
+    from aglora.config import MaskConfig
+    from aglora.pipeline.mask import select
+    score = torch.rand(3, 48)
+    assert select(score, MaskConfig(k=144)).sum() == 144
+    with pytest.raises(AgloraError, match="mask.k=145 exceeds the model's 144 MLP neurons"):
+        select(score, MaskConfig(k=145))
+    with pytest.raises(AgloraError, match="mask.k=49 exceeds the 48 neurons of a layer"):
+        select(score, MaskConfig(k=49, selection="topk_per_layer"))
