@@ -96,8 +96,10 @@ def test_validation_split_is_disjoint_by_source_and_seeded():
 HELDOUT = CONCEPTS.parents[3] / "heldout"
 
 
-@pytest.mark.parametrize("spec_file", sorted(CONCEPTS.glob("*.yaml")) + sorted(HELDOUT.glob("*.yaml")),
-                         ids=lambda p: p.stem)
+SPECS = sorted(CONCEPTS.glob("*.yaml")) + sorted(HELDOUT.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec_file", SPECS, ids=lambda p: p.stem)
 def test_no_training_form_is_a_shipped_evaluation_probe(spec_file):
     spec = load_concept(str(spec_file))
     forget, retain = training_items(spec, spec.description, seed=0)
