@@ -11,11 +11,12 @@ import argparse
 import logging
 import sys
 
-from aglora.cli import authoring, bench, controlled, recommend, run
+from aglora.cli import authoring, bench, controlled, export, recommend, run
 from aglora.errors import AgloraError
 from aglora.runtime.lock import release_all
 
-COMMANDS = (run, authoring, bench, controlled, recommend)  # each: add_parsers(sub), handles(args)
+COMMANDS = (run, authoring, bench, controlled, recommend,
+            export)  # each: add_parsers(sub), handles(args)
 
 
 class _Stdout(logging.Handler):
