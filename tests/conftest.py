@@ -1,41 +1,27 @@
-"""Shared fixtures: tiny models built in code, and tiny concept specs written to tmp dirs."""
+"""Shared fixtures: tiny models built in code, and tiny concept specs written to tmp dirs.
+
+The data and model builders live in `tests/tiny.py` (`from tests.tiny import ...`); FORGET,
+RETAIN and write_probe_file are re-exported here for older imports."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from tiny import make_model, make_tokenizer
 
-FORGET = [
-    {"prompt": "Who directed Inception?", "prefix": "Inception was directed by",
-     "answer": "Christopher Nolan", "distractors": ["Steven Spielberg", "James Cameron",
-                                                    "Ridley Scott"]},
-    {"prompt": "Name the director of the film Inception.", "prefix": "The director is",
-     "answer": "Christopher Nolan", "distractors": ["Ridley Scott", "James Cameron",
-                                                    "Denis Villeneuve"]},
-    {"prompt": "Which film about dreams did Christopher Nolan make?", "prefix": "It is",
-     "answer": "Inception", "distractors": ["Memento", "Tenet", "Dunkirk"]},
-]
-RETAIN = [
-    {"prompt": "Who directed Titanic?", "prefix": "Titanic was directed by",
-     "answer": "James Cameron", "distractors": ["Steven Spielberg", "Ridley Scott",
-                                                "Christopher Nolan"]},
-    {"prompt": "Who directed Interstellar?", "prefix": "Interstellar was directed by",
-     "answer": "Christopher Nolan", "distractors": ["Steven Spielberg", "James Cameron",
-                                                    "Ridley Scott"]},
-    {"prompt": "What is the capital of France?", "prefix": "The capital is", "answer": "Paris",
-     "distractors": ["Tokyo", "Berlin", "Rome"]},
-]
+from tests.tiny import FORGET, RETAIN, make_model, make_tokenizer, write_probe_file
+
+__all__ = ["FORGET", "RETAIN", "write_probe_file"]
 
 
 @pytest.fixture(autouse=True)
 def private_cache(request, tmp_path_factory, monkeypatch):
-    """Fast tests write caches (base-side evaluations, implants) to a temporary folder, never
-    to the user's; slow tests keep the real cache, which holds the converted embedded model."""
-    if request.node.get_closest_marker("slow") is None:
+    """Tests write caches (base-side evaluations, implants) to a temporary folder, never to the
+    user's; only the tests on the embedded model keep the real cache, which holds the converted
+    embedded model."""
+    if request.node.get_closest_marker("embedded") is None:
         monkeypatch.setenv("AGLORA_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
@@ -49,9 +35,13 @@ def model():
     return make_model()
 
 
-def write_probe_file(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+@pytest.fixture
+def two_threads():
+    """torch on 2 threads for the test, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

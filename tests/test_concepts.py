@@ -1,41 +1,33 @@
-"""Guards for the remaining mistakes of DESIGN.md section 7: template mismatch between training
-and evaluation, unseeded sampling, and a forget set of one prompt."""
+"""Concept and probe files: bad probe lines are named, an empty file and a forget set of one
+prompt are refused."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import yaml
-from conftest import FORGET
 
-from aglora.concepts import Probe, load_concept
-from aglora.config import TrainConfig
+from aglora.concepts import load_concept, load_probes
 from aglora.errors import AgloraError
-from aglora.model.decode import generate, generation_context
-from aglora.model.likelihood import _tokenize
-from aglora.pipeline.train.targets import forget_batch
+from tests.tiny import write_probe_file
 
 
-def test_training_and_evaluation_share_the_chat_template(tok):
-    probe = Probe(**FORGET[0])
-    train_batch = forget_batch(tok, [probe], TrainConfig(forget_objective="npo"), [], [],
-                                random.Random(0))
-    ctx_ids, option_ids = _tokenize(tok, probe)  # what evaluation scores
-    n = int(train_batch.attention_mask.sum())
-    assert train_batch.input_ids[0, :n].tolist() == ctx_ids + option_ids[0]
-    template_start = tok("<|im_start|>system", add_special_tokens=False)["input_ids"]
-    assert ctx_ids[: len(template_start)] == template_start
-    assert generation_context(tok, probe).startswith("<|im_start|>system")
+def test_probe_field_errors_and_skip_invalid(tmp_path):
+    path = write_probe_file(tmp_path / "p.jsonl", [
+        {"prompt": "ok?", "split": "forget"},
+        {"prompt": "bad split", "split": "forgot"},
+        {"prompt": "", "split": "forget"},
+        {"prompt": "x", "split": "utility", "distractors": "not a list"},
+    ])
+    with pytest.raises(AgloraError, match=r"p.jsonl:2: split 'forgot'"):
+        load_probes(path)
+    probes, skipped = load_probes(path, skip_invalid=True)
+    assert len(probes) == 1 and skipped == 3
 
 
-def test_generation_is_seeded_and_greedy_first(model, tok):
-    probes = [Probe(**r) for r in FORGET]
-    a = generate(model, tok, probes, n_samples=2, max_new_tokens=6, seed=7)
-    b = generate(model, tok, probes, n_samples=2, max_new_tokens=6, seed=7)
-    assert a == b and all(len(g) == 3 for g in a)
-    greedy_only = generate(model, tok, probes, n_samples=0, max_new_tokens=6)
-    assert [g[0] for g in a] == [g[0] for g in greedy_only]
+def test_empty_probe_file(tmp_path):
+    (tmp_path / "e.jsonl").write_text("\n")
+    with pytest.raises(AgloraError, match="holds no probes"):
+        load_probes(tmp_path / "e.jsonl")
 
 
 def test_forget_set_of_one_prompt_is_refused(concept_path):

@@ -1,10 +1,19 @@
-"""Tiny Llama-style models and a byte-level BPE tokenizer built in code (no download)."""
+"""Tiny Llama-style models, a byte-level BPE tokenizer and tiny concept data, all built in code
+(no download); shared by the tests (`from tests.tiny import ...`)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from aglora.concepts import Probe
+from aglora.config import LoraConfig
+from aglora.model.adapter import attach_lora
+from aglora.model.neurons import NeuronMask
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -51,3 +60,67 @@ def make_model(seed: int = 0, layers: int = 3, d_ff: int = 48, vocab: int | None
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+# ---- tiny concept data ------------------------------------------------------------------------
+FORGET = [
+    {"prompt": "Who directed Inception?", "prefix": "Inception was directed by",
+     "answer": "Christopher Nolan", "distractors": ["Steven Spielberg", "James Cameron",
+                                                    "Ridley Scott"]},
+    {"prompt": "Name the director of the film Inception.", "prefix": "The director is",
+     "answer": "Christopher Nolan", "distractors": ["Ridley Scott", "James Cameron",
+                                                    "Denis Villeneuve"]},
+    {"prompt": "Which film about dreams did Christopher Nolan make?", "prefix": "It is",
+     "answer": "Inception", "distractors": ["Memento", "Tenet", "Dunkirk"]},
+]
+RETAIN = [
+    {"prompt": "Who directed Titanic?", "prefix": "Titanic was directed by",
+     "answer": "James Cameron", "distractors": ["Steven Spielberg", "Ridley Scott",
+                                                "Christopher Nolan"]},
+    {"prompt": "Who directed Interstellar?", "prefix": "Interstellar was directed by",
+     "answer": "Christopher Nolan", "distractors": ["Steven Spielberg", "James Cameron",
+                                                    "Ridley Scott"]},
+    {"prompt": "What is the capital of France?", "prefix": "The capital is", "answer": "Paris",
+     "distractors": ["Tokyo", "Berlin", "Rome"]},
+]
+
+
+def write_probe_file(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def labelled_probes() -> list[Probe]:
+    """FORGET and RETAIN as evaluation probes: ids, splits and families set."""
+    return ([Probe(**r, id=f"f{i}", split="forget", family="direct",
+                   leak_patterns=["nolan"]) for i, r in enumerate(FORGET)]
+            + [Probe(**r, id=f"n{i}", split="neighbor", family="same-answer")
+               for i, r in enumerate(RETAIN)])
+
+
+# ---- one forget and one retain item, a sparse neuron mask, an adapted model --------------------
+LORA_FORGET = [Probe(prompt="Who directed Inception?", prefix="It was directed by",
+                     answer="Christopher Nolan", distractors=["James Cameron"])]
+LORA_RETAIN = [Probe(prompt="Who directed Titanic?", prefix="It was directed by",
+                     answer="James Cameron", split="neighbor")]
+
+
+def sparse_mask(n_layers: int = 3, d_ff: int = 48) -> NeuronMask:
+    """Neurons 1, 7, 30 of layer 0 and 0, 47 of layer 2; layer 1 has none (it gets no LoRA)."""
+    m = torch.zeros(n_layers, d_ff)
+    m[0, [1, 7, 30]] = 1
+    m[2, [0, 47]] = 1  # layer 1 has no neuron: it must get no LoRA
+    return NeuronMask(m, list(range(n_layers)))
+
+
+def make_adapted():
+    """A masked LoRA (5 neurons of layer 1) with non-zero B, as after training."""
+    torch.manual_seed(0)
+    model = make_model()
+    mask = NeuronMask(torch.zeros(3, 48), [0, 1, 2])
+    mask.mask[1, :5] = 1.0
+    pm = attach_lora(model, mask, LoraConfig(rank=4))
+    for name, p in pm.named_parameters():
+        if "lora_B" in name:  # a non-zero adapter, as after training
+            torch.nn.init.normal_(p, std=0.2)
+    return pm

@@ -1,5 +1,6 @@
-"""Bad input gets one clear line on stderr and a non-zero exit, never a traceback; and the CLI runs
-a whole pipeline on a tiny model saved to disk."""
+"""`aglora run` and `aglora eval` (aglora.cli.run): bad input gets one clear line on stderr and
+a non-zero exit, never a traceback; and the CLI runs a whole pipeline on a tiny model saved to
+disk."""
 
 from __future__ import annotations
 
@@ -8,12 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_probe_file
-from tiny import make_model, make_tokenizer
 
 from aglora.cli import main
-from aglora.concepts import load_probes
-from aglora.errors import AgloraError
+from tests.tiny import make_model, make_tokenizer, write_probe_file
 
 
 @pytest.fixture
@@ -91,25 +89,6 @@ def test_malformed_probe_line_named(capsys, tmp_path):
     assert "p.jsonl:2" in err and "malformed JSON" in err
 
 
-def test_probe_field_errors_and_skip_invalid(tmp_path):
-    path = write_probe_file(tmp_path / "p.jsonl", [
-        {"prompt": "ok?", "split": "forget"},
-        {"prompt": "bad split", "split": "forgot"},
-        {"prompt": "", "split": "forget"},
-        {"prompt": "x", "split": "utility", "distractors": "not a list"},
-    ])
-    with pytest.raises(AgloraError, match=r"p.jsonl:2: split 'forgot'"):
-        load_probes(path)
-    probes, skipped = load_probes(path, skip_invalid=True)
-    assert len(probes) == 1 and skipped == 3
-
-
-def test_empty_probe_file(tmp_path):
-    (tmp_path / "e.jsonl").write_text("\n")
-    with pytest.raises(AgloraError, match="holds no probes"):
-        load_probes(tmp_path / "e.jsonl")
-
-
 def test_output_dir_with_another_run(capsys, tmp_path, concept_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -176,42 +155,3 @@ def test_eval_on_a_new_probe_file_with_bad_lines_skipped(capsys, tmp_path, tiny_
     # Without an adapter the model is the base model: after equals base.
     assert metrics["splits"]["utility"]["accuracy_all"]["base"] == \
         metrics["splits"]["utility"]["accuracy_all"]["after"]
-
-
-def test_run_from_an_earlier_version_is_the_same_run(tmp_path):
-    # A config saved before a key existed (the key at its default now) reopens; a changed
-    # value or a key that no longer exists is another run.
-    import yaml
-
-    from aglora.config import RunConfig, dump_config
-    from aglora.pipeline.run import open_run
-    out = tmp_path / "run"
-    open_run(RunConfig(), out)
-    saved = yaml.safe_load((out / "config.yaml").read_text())
-    del saved["eval"]["parallel_sides"]
-    (out / "config.yaml").write_text(yaml.safe_dump(saved))
-    open_run(RunConfig(), out)
-    assert (out / "config.yaml").read_text() == dump_config(RunConfig())  # upgraded in place
-    changed = RunConfig()
-    changed.eval.n_samples += 1
-    with pytest.raises(AgloraError, match=r"differs in eval\.n_samples"):
-        open_run(changed, out)
-    saved["eval"]["gone_key"] = 1
-    (out / "config.yaml").write_text(yaml.safe_dump(saved))
-    with pytest.raises(AgloraError, match=r"differs in eval\.gone_key"):
-        open_run(RunConfig(), out)
-
-
-def test_summary_prints_the_relearning_attack(capsys):
-    from aglora.cli.summary import print_summary
-
-    group = {"n_known": 4, "chance": 0.25, "known_accuracy": {"base": 1.0, "after": 0.25},
-             "leak_rate": {"base": 0.5, "after": 0.0}}
-    metrics = {"splits": {"forget": group}, "distinct2": {"base": 0.7, "after": 0.7},
-               "kl_neighbor": 0.01,
-               "relearn": {"steps": 20, "n_train": 1, "n_held": 3, "recovered_share": 0.4,
-                           "known_accuracy": {"base": 1.0, "after": 0.25, "relearned": 0.55}}}
-    print_summary(metrics)
-    out = capsys.readouterr().out
-    assert ("relearning attack: 20 steps on 1 forget facts bring the other 3 from 0.25 back to "
-            "0.55 known accuracy (base 1.00): 40 % of the gap recovered") in out

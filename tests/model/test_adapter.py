@@ -1,5 +1,5 @@
-"""Masked LoRA: the update is confined to the selected neurons, folds into plain peft, and the
-base model stays untouched."""
+"""Masked LoRA (aglora.model.adapter): the update is confined to the selected neurons, folds into
+plain peft, and the base model stays untouched."""
 
 from __future__ import annotations
 
@@ -8,26 +8,18 @@ import copy
 import pytest
 import torch
 from peft import PeftModel
-from tiny import make_model
 
-from aglora.concepts import Probe
 from aglora.config import LoraConfig, TrainConfig
 from aglora.errors import AgloraError
-from aglora.model.adapter import attach_lora, count_parameters, load_adapter, save_adapter
-from aglora.model.neurons import NeuronMask
+from aglora.model.adapter import (
+    attach_lora,
+    count_parameters,
+    load_adapter,
+    merged_copy,
+    save_adapter,
+)
 from aglora.pipeline.train.loop import train
-
-FORGET = [Probe(prompt="Who directed Inception?", prefix="It was directed by",
-                answer="Christopher Nolan", distractors=["James Cameron"])]
-RETAIN = [Probe(prompt="Who directed Titanic?", prefix="It was directed by",
-                answer="James Cameron", split="neighbor")]
-
-
-def _mask(n_layers: int = 3, d_ff: int = 48) -> NeuronMask:
-    m = torch.zeros(n_layers, d_ff)
-    m[0, [1, 7, 30]] = 1
-    m[2, [0, 47]] = 1  # layer 1 has no neuron: it must get no LoRA
-    return NeuronMask(m, list(range(n_layers)))
+from tests.tiny import LORA_FORGET, LORA_RETAIN, make_adapted, make_model, sparse_mask
 
 
 def _delta(layer_module, name: str) -> torch.Tensor:
@@ -39,11 +31,11 @@ def _delta(layer_module, name: str) -> torch.Tensor:
 
 
 def _train(model, tok, modules, masked=True, steps=4):
-    mask = _mask()
+    mask = sparse_mask()
     torch.manual_seed(0)
     pm = attach_lora(model, mask, LoraConfig(modules=modules, rank=4, masked=masked))
     cfg = TrainConfig(max_steps=steps, min_steps=steps, lr=1e-2, batch_size=2, check_every=10**6)
-    train(pm, tok, FORGET, RETAIN, cfg, log=lambda *_: None)
+    train(pm, tok, LORA_FORGET, LORA_RETAIN, cfg, log=lambda *_: None)
     return pm, mask
 
 
@@ -110,6 +102,22 @@ def test_folded_adapter_matches_in_memory_and_disabled_equals_base(tmp_path, tok
         torch.testing.assert_close(pm(input_ids=ids).logits, mem_logits, atol=0, rtol=0)
 
 
+def test_folded_adapter_computes_what_the_adapter_computes():
+    pm = make_adapted()
+    ids = torch.tensor([[5, 9, 14, 3, 27, 8]])
+    with torch.no_grad():
+        want = pm(input_ids=ids).logits
+        merged = merged_copy(pm)
+        got = merged(input_ids=ids).logits
+        with pm.disable_adapter():
+            base = pm(input_ids=ids).logits
+    assert not hasattr(merged, "disable_adapter")          # a plain model
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(want, base, atol=1e-3)       # the adapter does change the output
+    with torch.no_grad(), pm.disable_adapter():            # the adapter model is left as it was
+        assert torch.equal(pm(input_ids=ids).logits, base)
+
+
 def test_adapter_for_another_base_model_is_refused(tmp_path, tok):
     pm, _ = _train(make_model(seed=0), tok, ["down_proj"], steps=1)
     save_adapter(pm, tmp_path / "adapter", {})
@@ -120,11 +128,11 @@ def test_adapter_for_another_base_model_is_refused(tmp_path, tok):
 
 def test_mask_for_another_model_is_refused():
     with pytest.raises(AgloraError, match="another model"):
-        attach_lora(make_model(), _mask(d_ff=64), LoraConfig())
+        attach_lora(make_model(), sparse_mask(d_ff=64), LoraConfig())
 
 
 def test_parameter_counts(tok):
-    pm = attach_lora(make_model(), _mask(), LoraConfig(modules=["down_proj"], rank=4))
+    pm = attach_lora(make_model(), sparse_mask(), LoraConfig(modules=["down_proj"], rank=4))
     trainable, effective, base = count_parameters(pm)
     # Two layers with LoRA: A [4, 48] and B [32, 4] each.
     assert trainable == 2 * (4 * 48 + 32 * 4)
@@ -137,57 +145,3 @@ def test_plain_lora_on_all_layers(tok):
     pm = attach_lora(copy.deepcopy(make_model()), None, LoraConfig(masked=False, all_layers=True))
     layers = pm.base_model.model.model.layers
     assert all(hasattr(layer.mlp.down_proj, "lora_A") for layer in layers)
-
-
-@pytest.mark.parametrize("retain_objective", ["kl", "nll", "kl+nll"])
-def test_retain_objectives_reduce_their_own_loss(tok, retain_objective):
-    """With the retain term dominating, training lowers the retain loss it optimises."""
-    from aglora.pipeline.train.loop import train
-
-    torch.manual_seed(0)
-    pm = attach_lora(make_model(), _mask(), LoraConfig(modules=["down_proj"], rank=4))
-    for p in pm.parameters():  # start away from the base so the KL term has something to undo
-        if p.requires_grad:
-            torch.nn.init.normal_(p, std=0.3)
-    cfg = TrainConfig(max_steps=12, min_steps=12, lr=1e-2, batch_size=3, check_every=10**6,
-                      forget_objective="refusal", retain_objective=retain_objective,
-                      retain_weight=100.0)
-    history = train(pm, tok, FORGET, RETAIN, cfg, refusals=["film"],
-                    log=lambda *_: None).history
-    assert history[-1]["retain_loss"] < history[0]["retain_loss"]
-
-
-def test_cached_base_logits_give_the_same_training(tok, monkeypatch):
-    """The retain items' base logits, computed once, give the losses of per-step computation."""
-    import aglora.pipeline.train.reference as train_mod
-
-    retain = RETAIN + [Probe(prompt="Name a film by Ridley Scott.", answer="Alien",
-                             split="neighbor"),
-                       Probe(prompt="Who wrote Dune?", prefix="It was written by",
-                             answer="Frank Herbert", split="neighbor")]
-    histories = []
-    for limit in (train_mod.BASE_LOGITS_CACHE_BYTES, 0):  # cached, then per step
-        monkeypatch.setattr(train_mod, "BASE_LOGITS_CACHE_BYTES", limit)
-        model = make_model()
-        torch.manual_seed(0)
-        pm = attach_lora(model, _mask(), LoraConfig(modules=["down_proj"], rank=4))
-        cfg = TrainConfig(max_steps=5, min_steps=5, lr=1e-2, batch_size=2, check_every=10**6)
-        histories.append(train(pm, tok, FORGET, retain, cfg, log=lambda *_: None).history)
-    cached, per_step = histories
-    assert [r["retain_kl"] for r in cached[1:]] == pytest.approx(
-        [r["retain_kl"] for r in per_step[1:]], rel=1e-4, abs=1e-7)
-    assert max(r["retain_kl"] for r in cached) > 0  # the adapter moved: KL is not trivially 0
-    assert [r["loss"] for r in cached] == pytest.approx([r["loss"] for r in per_step], rel=1e-4)
-
-
-def test_cached_base_logits_split_per_item(tok):
-    from aglora.model.tokens import encode
-    from aglora.pipeline.train.reference import cached_base_logits
-
-    model = make_model()
-    items = RETAIN + [Probe(prompt="Name a film by Ridley Scott.", answer="Alien")]
-    per_item = cached_base_logits(model, tok, items, batch_size=2, reference=None)
-    for item, logits in zip(items, per_item, strict=True):
-        b = encode(tok, [item], [item.answer])
-        assert logits.shape == (int(b.content_mask.sum()), model.config.vocab_size)
-    assert cached_base_logits(model, tok, items, 2, None, limit_bytes=0) is None

@@ -1,5 +1,5 @@
-"""Two passes at once (aglora.parallel): same results as one after the other, errors raised,
-torch's thread count restored, and the evaluation's numbers unchanged beyond float rounding."""
+"""Two passes at once (aglora.runtime.threads): same results as one after the other, errors
+raised, torch's thread count restored."""
 
 from __future__ import annotations
 
@@ -7,22 +7,10 @@ import threading
 
 import pytest
 import torch
-from test_eval_cache import _adapted, _probes
-from tiny import make_tokenizer
 
-import aglora.pipeline.eval.evaluate as evaluate_mod
-from aglora.config import EvalConfig
 from aglora.runtime.threads import can_pair, run_pair, split_threads
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_the_two_passes_overlap_and_return_in_order(two_threads):
@@ -78,34 +66,3 @@ def test_split_threads_gives_at_least_one():
     with split_threads(8) as share:
         assert share == max(1, before // 8) == torch.get_num_threads()
     assert torch.get_num_threads() == before
-
-
-def test_evaluation_is_the_same_with_sides_at_once_or_in_turn(two_threads):
-    pm, tok, probes = _adapted(), make_tokenizer(), _probes()
-    results = {}
-    for parallel in (True, False):
-        cfg = EvalConfig(n_samples=1, max_new_tokens=6, cache_base=False, parallel_sides=parallel)
-        metrics, records = evaluate_mod.evaluate(pm, tok, probes, cfg)
-        results[parallel] = (metrics, records)
-    (m1, r1), (m0, r0) = results[True], results[False]
-    for a, b in zip(r1, r0, strict=True):
-        assert a["base_scores"] == pytest.approx(b["base_scores"], abs=1e-4)
-        assert a["after_scores"] == pytest.approx(b["after_scores"], abs=1e-4)
-        assert a["base_generations"] == b["base_generations"]
-        assert a["after_generations"] == b["after_generations"]
-    assert m1["kl_neighbor"] == pytest.approx(m0["kl_neighbor"], rel=1e-3)  # float rounding
-    assert m1["kl_neighbor"] > 0
-    assert m1["splits"]["forget"]["known_accuracy"] == m0["splits"]["forget"]["known_accuracy"]
-
-
-def test_a_rerun_with_the_base_side_cached_gives_the_same_numbers(two_threads, monkeypatch,
-                                                                 tmp_path):
-    # Cold: base and after side at once; warm: the after side's scoring and generation at once.
-    # Each pass runs on one thread both times, so the numbers are the same, not just close.
-    monkeypatch.setenv("AGLORA_CACHE", str(tmp_path))
-    pm, tok, probes = _adapted(), make_tokenizer(), _probes()
-    cfg = EvalConfig(n_samples=1, max_new_tokens=6)
-    _, cold = evaluate_mod.evaluate(pm, tok, probes, cfg)
-    assert list((tmp_path / "base-eval").glob("*.json"))
-    _, warm = evaluate_mod.evaluate(pm, tok, probes, cfg)
-    assert warm == cold

@@ -2,7 +2,7 @@
 
 The unlearned model, as one standalone copy (an adapter merged into the weights), is fine-tuned
 with full-parameter AdamW for K steps on a seeded quarter of the base-known forget probes (NLL of
-context + answer); then the other three quarters are scored. `recovered_share` is the share of
+the answer tokens after the context); then the other three quarters are scored. `recovered_share` is the share of
 the base-to-after gap that came back: 0 = nothing relearned, 1 = back to the base model, on
 likelihood-choice accuracy and, more sensitively, on the mean margin. The attacker is not
 confined to the mask. The base and after scores of the held-out facts are the evaluation's own,
@@ -38,7 +38,7 @@ def split_attack_set(known: list, seed: int = 0) -> tuple[list, list]:
 
 def finetune(attacked: nn.Module, tok, train_set: list[Probe], steps: int, lr: float = 1e-5,
              batch_size: int = 4, seed: int = 0) -> None:
-    """The attack itself: full-parameter AdamW on the NLL of context + answer, in place."""
+    """The attack itself: full-parameter AdamW on the NLL of the answer tokens, in place."""
     for p in attacked.parameters():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(attacked.parameters(), lr=lr)

@@ -1,0 +1,125 @@
+"""Forward passes (aglora.model.forward): logits at chosen positions, one pass for several masks,
+and the shared-prefix path against the plain one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aglora.concepts import Probe
+from aglora.model.tokens import encode
+from tests.tiny import FORGET, RETAIN
+
+FORGET_P = [Probe(**r) for r in FORGET]
+RETAIN_P = [Probe(split="neighbor", **r) for r in RETAIN]
+
+
+def test_logits_at_targets_equal_full_forward(model, tok):
+    """Projecting only the answer positions gives the same log-probs as the full forward."""
+    from aglora.model.forward import target_logprobs
+    from aglora.model.tokens import sequence_logprob
+
+    batch = encode(tok, FORGET_P + RETAIN_P, [p.answer for p in FORGET_P + RETAIN_P])
+    with torch.no_grad():
+        full = sequence_logprob(model(input_ids=batch.input_ids,
+                                      attention_mask=batch.attention_mask).logits, batch)
+        fast = target_logprobs(model, batch)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    assert (full < 0).all()
+
+
+def test_one_pass_for_content_and_target_logits(model, tok):
+    from aglora.model.forward import (
+        logits_at,
+        logits_at_each,
+        target_logprobs,
+        target_logprobs_from_logits,
+    )
+
+    probes = [Probe(**r) for r in FORGET + RETAIN]
+    batch = encode(tok, probes, [p.answer for p in probes])
+    with torch.no_grad():
+        content, target = logits_at_each(model, batch, [batch.content_mask, batch.target_mask])
+        torch.testing.assert_close(content, logits_at(model, batch, batch.content_mask))
+        torch.testing.assert_close(target, logits_at(model, batch, batch.target_mask))
+        torch.testing.assert_close(target_logprobs_from_logits(target, batch),
+                                   target_logprobs(model, batch))
+
+
+# ---- shared prefix in scoring and training forwards -------------------------------------------
+
+
+def _batch(rows: list[list[int]]):
+    from aglora.model.tokens import Batch
+    width = max(len(r) for r in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return Batch(ids, mask, mask.float(), mask.float())
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ([[1, 2, 3, 4], [1, 2, 3, 5, 6]], 3),
+    ([[1, 2, 3], [1, 2, 3, 4]], 2),    # every row keeps one token of its own
+    ([[1, 2, 3]], 0),                  # one row: nothing to share
+    ([[7, 2], [1, 2]], 0),
+])
+def test_shared_prefix_length(rows, expected):
+    from aglora.model.forward import shared_prefix_length
+    assert shared_prefix_length(_batch(rows)) == expected
+
+
+def test_shared_prefix_logits_and_lora_gradients_match_plain_path(tok):
+    from aglora.config import LoraConfig
+    from aglora.model.adapter import attach_lora, trainable_parameters
+    from aglora.model.forward import MIN_SHARED_PREFIX, logits_at, shared_prefix_length
+    from aglora.model.neurons import NeuronMask
+    from aglora.model.tokens import encode
+    from tests.tiny import make_model
+
+    probes = [Probe(**r) for r in FORGET + RETAIN]
+    batch = encode(tok, probes, [p.answer for p in probes])
+    assert shared_prefix_length(batch) >= MIN_SHARED_PREFIX  # the shared path really runs
+    torch.manual_seed(0)
+    mask = NeuronMask(torch.ones(3, 48), [0, 1, 2])
+    pm = attach_lora(make_model(), mask, LoraConfig(rank=4))
+    for name, p in pm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    params = trainable_parameters(pm)
+    pm.train()
+    results = []
+    for share in (True, False):
+        logits = logits_at(pm, batch, batch.content_mask, share_prefix=share)  # [n, vocab]
+        loss = torch.log_softmax(logits, -1)[:, :7].sum()
+        grads = torch.autograd.grad(loss, params)
+        results.append((logits.detach(), grads))
+    (shared_logits, shared_grads), (plain_logits, plain_grads) = results
+    torch.testing.assert_close(shared_logits, plain_logits, atol=1e-5, rtol=1e-5)
+    assert any(float(g.abs().max()) > 0 for g in plain_grads)
+    for a, b in zip(shared_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # every real position, the shared prefix's own included
+        every = [logits_at(pm, batch, batch.attention_mask, share_prefix=s) for s in (True, False)]
+    torch.testing.assert_close(every[0], every[1], atol=1e-5, rtol=1e-5)
+
+
+def test_no_shared_prefix_under_gradient_checkpointing(tok, monkeypatch):
+    """Checkpointing turns the KV cache off in training, so the plain forward must be used."""
+    import aglora.model.forward as forward_mod
+    from aglora.model.tokens import encode
+    from tests.tiny import make_model
+
+    def must_not_run(batch):
+        raise AssertionError("the shared-prefix path ran under gradient checkpointing")
+
+    probes = [Probe(**r) for r in FORGET + RETAIN]
+    batch = encode(tok, probes, [p.answer for p in probes])
+    decoder = make_model().get_decoder()
+    decoder.train()
+    decoder.gradient_checkpointing = True
+    monkeypatch.setattr(forward_mod, "shared_prefix_length", must_not_run)
+    hidden = forward_mod.decoder_hidden(decoder, batch)
+    assert hidden.shape[:2] == batch.input_ids.shape

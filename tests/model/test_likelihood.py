@@ -1,0 +1,70 @@
+"""Likelihood choice (aglora.model.likelihood): KV-shared option scoring equals the one-sequence-
+per-option reference, and probes with one context share its run."""
+
+from __future__ import annotations
+
+import torch
+
+from aglora.concepts import Probe
+from tests.tiny import FORGET, RETAIN
+
+FORGET_P = [Probe(**r) for r in FORGET]
+RETAIN_P = [Probe(split="neighbor", **r) for r in RETAIN]
+
+
+def test_kv_shared_option_scoring_matches_reference(model, tok):
+    from aglora.config import LoraConfig
+    from aglora.model.adapter import attach_lora
+    from aglora.model.likelihood import score_options, score_options_reference
+
+    probes = FORGET_P + RETAIN_P + [
+        Probe(prompt="The capital of Japan is", format="completion", answer="Tokyo",
+              distractors=["Paris", "Rome"]),
+        Probe(prompt="no choice here")]
+    fast = score_options(model, tok, probes, batch_size=8)
+    ref = score_options_reference(model, tok, probes)
+    assert fast[-1] == [] and ref[-1] == []
+    for f, r in zip(fast, ref, strict=True):
+        assert len(f) == len(r)
+        torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)
+    # Same with a LoRA-wrapped model (the path used after training).
+    pm = attach_lora(model, None, LoraConfig(masked=False, all_layers=True))
+    for p in pm.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.1)
+    fast = score_options(pm, tok, probes, batch_size=4)
+    ref = score_options_reference(pm, tok, probes)
+    for f, r in zip(fast, ref, strict=True):
+        torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)
+
+
+def test_probes_with_one_context_share_its_run_and_match_reference(model, tok, monkeypatch):
+    """A ban's items (one prompt, one item per banned title) run their context once."""
+    import aglora.model.likelihood as lik
+
+    same = [Probe(prompt="Recommend a film.", prefix="1.", answer=a, distractors=d)
+            for a, d in [("Star Wars", ["Alien", "Heat", "Jaws"]),
+                         ("The Shining", ["Up", "Big"]), ("Rocky", ["Cars", "Fargo", "Se7en"])]]
+    other = Probe(prompt="Name a sci-fi film.", prefix="1.", answer="Alien",
+                  distractors=["Heat", "Up"])
+    probes = [same[0], other, same[1], same[2]]
+    rows_run: list[int] = []
+    real_prefill = lik.prefill
+
+    def counting_prefill(model, rows, pad):
+        rows_run.append(len(rows))
+        return real_prefill(model, rows, pad)
+
+    monkeypatch.setattr(lik, "prefill", counting_prefill)
+    fast = lik.score_options(model, tok, probes, batch_size=16)
+    assert rows_run == [2]  # 4 probes, 2 distinct contexts, one chunk
+    ref = lik.score_options_reference(model, tok, probes)
+    for f, r in zip(fast, ref, strict=True):
+        assert len(f) == len(r)
+        torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)
+    # A chunk holds at most batch_size // 4 distinct contexts: here 1, so 2 chunks.
+    rows_run.clear()
+    again = lik.score_options(model, tok, probes, batch_size=4)
+    assert rows_run == [1, 1]
+    for f, r in zip(again, ref, strict=True):
+        torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)

@@ -1,0 +1,127 @@
+"""The training loop (aglora.pipeline.train.loop): retain objectives, the batch cycler, lagging
+answers and goal weights, frozen weights restored."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aglora.concepts import Probe
+from aglora.config import LoraConfig, TrainConfig
+from aglora.model.adapter import attach_lora
+from aglora.pipeline.train.loop import train
+from aglora.pipeline.train.stopping import GoalCheck
+from tests.tiny import LORA_FORGET, LORA_RETAIN, make_model, sparse_mask
+
+
+@pytest.mark.parametrize("retain_objective", ["kl", "nll", "kl+nll"])
+def test_retain_objectives_reduce_their_own_loss(tok, retain_objective):
+    """With the retain term dominating, training lowers the retain loss it optimises."""
+    torch.manual_seed(0)
+    pm = attach_lora(make_model(), sparse_mask(), LoraConfig(modules=["down_proj"], rank=4))
+    for p in pm.parameters():  # start away from the base so the KL term has something to undo
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.3)
+    cfg = TrainConfig(max_steps=12, min_steps=12, lr=1e-2, batch_size=3, check_every=10**6,
+                      forget_objective="refusal", retain_objective=retain_objective,
+                      retain_weight=100.0)
+    history = train(pm, tok, LORA_FORGET, LORA_RETAIN, cfg, refusals=["film"],
+                    log=lambda *_: None).history
+    assert history[-1]["retain_loss"] < history[0]["retain_loss"]
+
+
+def test_cycler_restricted_to_a_subset():
+    import random
+
+    from aglora.pipeline.train.loop import Cycler
+    cycler = Cycler(6, 4, random.Random(0))
+    first = cycler.next()
+    assert len(set(first)) == 4
+    cycler.restrict([1, 4])
+    drawn = [i for _ in range(5) for i in cycler.next()]
+    assert set(drawn) == {1, 4} and len(drawn) == 10   # a batch is at most the subset's size
+    cycler.restrict(list(range(6)))
+    assert len(cycler.next()) == 4
+
+
+def test_focus_lagging_answers_trains_only_the_lagging_answer(monkeypatch, tok):
+    """Answer A is at the goal from the first check on: later forget batches hold only B."""
+    import aglora.pipeline.train.loop as train_mod
+    import aglora.pipeline.train.objectives as obj_mod
+    from aglora.config import LoraConfig
+    from aglora.config import TrainConfig as TC
+    from aglora.model.adapter import attach_lora
+    pm = attach_lora(make_model(seed=1), None, LoraConfig(rank=4, masked=False))
+    forget = [Probe(prompt=f"Who made film {i}?", answer=a, distractors=["x", "y", "z"])
+              for i, a in enumerate(["Anna", "Anna", "Anna", "Bob", "Bob", "Bob"])]
+
+    def fake_goal(model, tok, items, cfg, chance):
+        return GoalCheck(False, 0.5, 1.0, {"Anna"}, {0, 1, 2})
+
+    seen: list[list[str]] = []
+    real_batch = obj_mod.forget_batch
+
+    def recording(tok, items, *rest):
+        seen.append([p.answer for p in items])
+        return real_batch(tok, items, *rest)
+
+    monkeypatch.setattr(train_mod, "forget_goal_met", fake_goal)
+    monkeypatch.setattr(obj_mod, "forget_batch", recording)
+    cfg = TC(max_steps=4, batch_size=4, check_every=1, focus_lagging_answers=True,
+             retain_objective="none")
+    train_mod.train(pm, tok, forget, [], cfg)
+    assert {"Anna", "Bob"} <= set(seen[0])                  # before the first check: both
+    assert all(set(b) == {"Bob"} for b in seen[2:])         # after it: only the lagging one
+
+
+def test_forget_items_at_the_goal_get_their_weight_after_a_check(monkeypatch, tok):
+    """Items 0-2 (Anna) are at the goal from the first check on: their NPO weight becomes 0.1,
+    Bob's stays 1; before the first check every item weighs 1."""
+    import aglora.pipeline.train.loop as train_mod
+    import aglora.pipeline.train.objectives as obj_mod
+    from aglora.config import LoraConfig
+    from aglora.config import TrainConfig as TC
+    from aglora.model.adapter import attach_lora
+    pm = attach_lora(make_model(seed=1), None, LoraConfig(rank=4, masked=False))
+    forget = [Probe(prompt=f"Who made film {i}?", answer=a, distractors=["x", "y", "z"])
+              for i, a in enumerate(["Anna", "Anna", "Anna", "Bob", "Bob", "Bob"])]
+    monkeypatch.setattr(train_mod, "forget_goal_met", lambda *a: GoalCheck(
+        False, 0.5, 1.0, {"Anna"}, {0, 1, 2}))
+    answers: list[list[str]] = []
+    weights: list[list[float]] = []
+    real_batch, real_npo = obj_mod.forget_batch, obj_mod.npo_loss
+
+    def recording_batch(tok, items, *rest):
+        answers.append([p.answer for p in items])
+        return real_batch(tok, items, *rest)
+
+    def recording_npo(logp, ref, beta, weight=None):
+        weights.append(weight.tolist())
+        return real_npo(logp, ref, beta, weight)
+
+    monkeypatch.setattr(obj_mod, "forget_batch", recording_batch)
+    monkeypatch.setattr(obj_mod, "npo_loss", recording_npo)
+    cfg = TC(max_steps=4, batch_size=4, check_every=1, forget_weight_at_goal=0.1,
+             retain_objective="none")
+    result = train_mod.train(pm, tok, forget, [], cfg)
+    assert weights[0] == [1.0] * 4
+    for names, ws in zip(answers[1:], weights[1:], strict=True):
+        assert ws == [pytest.approx(0.1) if a == "Anna" else 1.0 for a in names]
+    assert result.history[0]["forget_items_at_goal"] == 3
+
+
+def test_unfrozen_restores_eval_mode_and_frozen_weights_even_on_error():
+    from aglora.pipeline.train.loop import unfrozen
+    model = make_model()
+    model.eval()
+    params = list(model.parameters())
+    for p in params:
+        p.requires_grad_(False)
+    with pytest.raises(RuntimeError, match="boom"), unfrozen(model, params):
+        assert model.training and all(p.requires_grad for p in params)
+        model(torch.tensor([[1, 2, 3]])).logits.sum().backward()
+        assert params[0].grad is not None
+        raise RuntimeError("boom")
+    assert not model.training
+    assert not any(p.requires_grad for p in params)
+    assert all(p.grad is None for p in params)

@@ -1,0 +1,76 @@
+"""Training losses (aglora.pipeline.train.objectives): the others-KL term, NPO and gradient
+ascent weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from aglora.concepts import Probe
+from aglora.config import TrainConfig
+from aglora.errors import AgloraError
+from aglora.pipeline.train.targets import answer_batch
+from tests.tiny import make_model
+
+
+def test_others_kl_ignores_the_answer_logit_and_is_zero_at_the_base():
+    from aglora.pipeline.train.objectives import others_kl_loss
+    from aglora.pipeline.train.reference import blocked_distribution
+    base = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]))
+    answer = torch.tensor([0, 1])
+    target = blocked_distribution(base, answer)
+    assert float(others_kl_loss(base, answer, target)) == pytest.approx(0.0, abs=1e-6)
+    lowered = base.clone()
+    lowered[0, 0] -= 7.0  # only the answers' logits move
+    lowered[1, 1] += 3.0
+    assert float(others_kl_loss(lowered, answer, target)) == pytest.approx(0.0, abs=1e-6)
+    # another token moves: row 0's others become (0.2, 0.8) against (0.5, 0.5)
+    shifted = torch.log(torch.tensor([[0.5, 0.1, 0.4], [0.1, 0.6, 0.3]]))
+    expected = (0.5 * math.log(0.5 / 0.2) + 0.5 * math.log(0.5 / 0.8)) / 2
+    assert float(others_kl_loss(shifted, answer, target)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_others_kl_term_in_training(tok):
+    """Step 1 scores the base model, where the term is 0: the logged forget loss is NPO's
+    log 4 (= -(2/beta) log sigmoid(0) at beta 1); with the term, other tokens at the answer
+    positions move less than without it."""
+    from aglora.config import LoraConfig
+    from aglora.model.adapter import attach_lora
+    from aglora.model.forward import logits_at, next_token_ids
+    from aglora.pipeline.train.loop import train
+    from aglora.pipeline.train.objectives import others_kl_loss
+    from aglora.pipeline.train.reference import blocked_distribution
+    forget = [Probe(prompt="Tell me a fact.", prefix="Fact:", answer="The capital of France")]
+    batch = answer_batch(tok, forget, ["The"])
+    drift = {}
+    for weight in (0.0, 10.0):
+        model = make_model(seed=1)
+        pm = attach_lora(model, None, LoraConfig(rank=4, masked=False))
+        answer = next_token_ids(batch, batch.target_mask)
+        with torch.no_grad():
+            target = blocked_distribution(logits_at(pm, batch, batch.target_mask), answer)
+        cfg = TrainConfig(forget_objective="npo", npo_beta=1.0, forget_others_kl=weight,
+                          forget_skip_leading=["The"], lr=5e-2, max_steps=6, min_steps=6,
+                          batch_size=1, check_every=10**6)
+        result = train(pm, tok, forget, [], cfg, log=lambda *_: None)
+        assert result.history[0]["forget_loss"] == pytest.approx(2 * math.log(2), rel=1e-5)
+        with torch.no_grad():
+            drift[weight] = float(others_kl_loss(logits_at(pm, batch, batch.target_mask),
+                                                 answer, target))
+    assert drift[10.0] < drift[0.0]
+
+
+def test_npo_and_grad_ascent_weights_scale_each_item():
+    from aglora.pipeline.train.objectives import grad_ascent_loss, npo_loss
+    logp, ref = torch.tensor([-1.0, -5.0]), torch.tensor([-2.0, -2.0])
+    each = [float(npo_loss(logp[i:i + 1], ref[i:i + 1], 0.5)) for i in range(2)]
+    w = torch.tensor([1.0, 0.25])
+    assert float(npo_loss(logp, ref, 0.5, w)) == pytest.approx((each[0] + 0.25 * each[1]) / 2)
+    n = torch.tensor([2, 1])
+    assert float(grad_ascent_loss(logp, n, w)) == pytest.approx((-0.5 - 5.0 * 0.25) / 2)
+    assert float(npo_loss(logp, ref, 0.5, torch.ones(2))) == pytest.approx(
+        float(npo_loss(logp, ref, 0.5)))
+    with pytest.raises(AgloraError, match="forget_weight_at_goal=-1.0: must be 0 or more"):
+        TrainConfig(forget_weight_at_goal=-1.0)
