@@ -1,12 +1,12 @@
 """Relearning attack: does a few steps of fine-tuning on some forget facts bring the rest back?
 
-The unlearned model, as one standalone copy (an adapter merged into the weights), is fine-tuned
-with full-parameter AdamW for K steps on a seeded quarter of the base-known forget probes (NLL of
-the answer tokens after the context); then the other three quarters are scored. `recovered_share` is the share of
-the base-to-after gap that came back: 0 = nothing relearned, 1 = back to the base model, on
-likelihood-choice accuracy and, more sensitively, on the mean margin. The attacker is not
-confined to the mask. The base and after scores of the held-out facts are the evaluation's own,
-so the attack costs only the fine-tune and one scoring pass.
+The unlearned model, as one standalone copy (an adapter merged into the weights), is fine-tuned with
+full-parameter AdamW for K steps on a seeded quarter of the base-known forget probes (NLL of the
+answer tokens after the context); then the other three quarters are scored. `recovered_share` is the
+share of the base-to-after gap that came back: 0 = nothing relearned, 1 = back to the base model, on
+likelihood-choice accuracy and, more sensitively, on the mean margin. The attacker is not confined
+to the mask. The base and after scores of the held-out facts are the evaluation's own, so the attack
+costs only the fine-tune and one scoring pass.
 """
 
 from __future__ import annotations
