@@ -262,12 +262,12 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
-FORGET_CONFIG = Path(__file__).parent / "data" / "configs" / "demo.yaml"
+FORGET_CONFIG = Path(__file__).parent / "data" / "configs" / "forget.yaml"
 
 
 def forget_config(spec: str, model: str | None = None,
                   overrides: list[str] | None = None) -> RunConfig:
-    """The recommended settings (the demo's, `FORGET_CONFIG`) for concept spec `spec`
+    """The recommended settings (`FORGET_CONFIG`) for concept spec `spec`
     (a path or `builtin:NAME`), with the model and `KEY=VALUE` overrides applied."""
     concept = spec if spec.startswith("builtin:") else str(Path(spec).resolve())
     name = spec.split(":", 1)[1] if spec.startswith("builtin:") else Path(spec).stem
