@@ -8,6 +8,7 @@ The only place that parses arguments or prints: library code reports progress th
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 
@@ -15,6 +16,10 @@ from aglora.cli import authoring, bench, controlled, export, recommend, run
 from aglora.errors import AgloraError
 from aglora.runtime.lock import release_all
 
+DISK_ERRORS = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some of your quota",
+               errno.EROFS: "choose an --out on a writable disk",
+               errno.EACCES: "choose an --out you may write to",
+               errno.EPERM: "choose an --out you may write to"}
 COMMANDS = (run, authoring, bench, controlled, recommend,
             export)  # each: add_parsers(sub), handles(args)
 
@@ -53,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aglora: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"aglora: error: {exc.strerror or exc}{where}; {DISK_ERRORS[exc.errno]} and rerun "
+              "the same command (finished stages are kept)", file=sys.stderr)
+        return 2
     finally:
         release_all()  # the run-directory locks this command took
     return 0

@@ -236,6 +236,17 @@ def foreign_entries(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.iterdir() if not _is_own(p.name))
 
 
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files and folders of atomic writes that a killed process left
+    (`.NAME.*` beside one of aglora's own names); the lock is held, so none is in use."""
+    for p in sorted(run_dir.iterdir()):
+        if p.name.startswith(".") and p.name != LOCK_NAME and _is_own(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
 def clear_run_dir(run_dir: Path) -> None:
     """Delete aglora's own files from `run_dir` (never anything else; the lock file stays)."""
     foreign = foreign_entries(run_dir)
@@ -292,6 +303,7 @@ def prepare_run_dir(run_dir: Path, same_run: bool, force: bool, what: str = "run
                           f"--force to overwrite it (it deletes {FORCE_DELETES})")
     run_dir.mkdir(parents=True, exist_ok=True)
     lock_dir(run_dir)  # before anything is deleted: never under another process's feet
+    remove_temporaries(run_dir)
     if not same_run:
         log.info(f"[aglora] --force: deleting the {what} in {run_dir}")
         clear_run_dir(run_dir)
