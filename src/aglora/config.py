@@ -156,10 +156,7 @@ class TrainConfig:
         None,
         "with a validation split: also stop once the held-out retain items the base model knows "
         "fall below this likelihood-choice accuracy (the neighbours' guard; empty = off)")
-    stop_each_form: bool = setting(
-        False,
-        "early stopping needs every form (family) of the checked forget items at the goal on "
-        "its own, not only all of them on average")
+    stop_each_form: bool = setting(False, "stopping needs each form (family) at the goal too")
     seed: int = setting(0, "seed for batching and initialisation")
 
     def __post_init__(self) -> None:
@@ -189,8 +186,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     n_samples: int = setting(2, "sampled generations per probe, besides the greedy one")
-    sample_splits: list[str] = setting(
-        ["forget"], "splits whose probes get the sampled generations (the others: greedy only)")
+    sample_splits: list[str] = setting(["forget"], "splits with sampled generations too")
     temperature: float = setting(0.7, "sampling temperature")
     max_new_tokens: int = setting(32, "tokens generated per probe")
     batch_size: int = setting(
@@ -204,14 +200,8 @@ class EvalConfig:
     include_tofu: bool = setting(True, "add the TOFU world-facts and real-authors utility probes")
     tofu_limit: int = setting(0, "use at most this many TOFU probes per file (0 = all)")
     relearn_steps: int = setting(0, "steps of the relearning attack (0 = off)")
-    cache_base: bool = setting(
-        True,
-        "keep the base model's measurements in the cache folder, keyed by its weights, the probes "
-        "and these settings (reruns measure only the adapter side)")
-    parallel_sides: bool = setting(
-        True,
-        "on a CPU with 2+ threads, measure the base and the adapter side at once, each on half the"
-        " threads (results differ only by float rounding)")
+    cache_base: bool = setting(True, "cache the base side, keyed by weights, probes, settings")
+    parallel_sides: bool = setting(True, "base and after sides at once, on half the threads each")
     seed: int = setting(0, "seed for sampling")
 
     def __post_init__(self) -> None:

@@ -17,10 +17,7 @@ from aglora.settings import build, check_range, parse_value, setting
 class RecConfig:
     seed: int = setting(0, "seed of the prompt generator (train and eval prompts)")
     n_train_prompts: int = setting(32, "training profile prompts (forget and retain items)")
-    n_eval_prompts: int = setting(
-        120,
-        "held-apart profile prompts for exposure and list quality (more prompts: a narrower "
-        "interval on the validity ratio)")
+    n_eval_prompts: int = setting(120, "held-apart profile prompts for exposure and lists")
     n_rank_prompts: int = setting(8, "held-apart prompts on which the whole catalogue is ranked")
     n_samples: int = setting(2, "seeded sampled lists per eval prompt, besides the greedy one")
     temperature: float = setting(0.7, "sampling temperature of the sampled lists")
