@@ -17,7 +17,7 @@ RETAIN_P = [Probe(split="neighbor", **r) for r in RETAIN]
 def test_logits_at_targets_equal_full_forward(model, tok):
     """Projecting only the answer positions gives the same log-probs as the full forward."""
     from aglora.model.forward import target_logprobs
-    from aglora.model.tokens import sequence_logprob
+    from tests.reference import sequence_logprob
 
     batch = encode(tok, FORGET_P + RETAIN_P, [p.answer for p in FORGET_P + RETAIN_P])
     with torch.no_grad():

@@ -15,7 +15,8 @@ RETAIN_P = [Probe(split="neighbor", **r) for r in RETAIN]
 def test_kv_shared_option_scoring_matches_reference(model, tok):
     from aglora.config import LoraConfig
     from aglora.model.adapter import attach_lora
-    from aglora.model.likelihood import score_options, score_options_reference
+    from aglora.model.likelihood import score_options
+    from tests.reference import score_options_reference
 
     probes = FORGET_P + RETAIN_P + [
         Probe(prompt="The capital of Japan is", format="completion", answer="Tokyo",
@@ -58,7 +59,8 @@ def test_probes_with_one_context_share_its_run_and_match_reference(model, tok, m
     monkeypatch.setattr(lik, "prefill", counting_prefill)
     fast = lik.score_options(model, tok, probes, batch_size=16)
     assert rows_run == [2]  # 4 probes, 2 distinct contexts, one chunk
-    ref = lik.score_options_reference(model, tok, probes)
+    from tests.reference import score_options_reference
+    ref = score_options_reference(model, tok, probes)
     for f, r in zip(fast, ref, strict=True):
         assert len(f) == len(r)
         torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)

@@ -7,8 +7,9 @@ import torch
 
 from aglora.concepts import Probe
 from aglora.model.neurons import capture_neurons, mlp_layers
-from aglora.model.tokens import encode, token_logprobs
+from aglora.model.tokens import encode
 from aglora.pipeline.record import record_statistics
+from tests.reference import token_logprobs
 from tests.tiny import FORGET, RETAIN, make_model
 
 FORGET_P = [Probe(**r) for r in FORGET]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from aglora.concepts import Probe
-from aglora.model.likelihood import score_options_reference
 from aglora.recommend.ranking import RANK_PREFIX, ndcg_at_k, ranks, title_scores
+from tests.reference import score_options_reference
 from tests.tiny import make_model, make_tokenizer
 
 

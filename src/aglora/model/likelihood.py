@@ -8,8 +8,8 @@ The options of a probe share its context, so the context runs once (KV cache) an
 copied to each option: far fewer token-forwards than scoring each context+option sequence,
 which dominates evaluation time on CPU. The system prompt the contexts of a batch share runs once
 too (`aglora.model.prefill`), and probes with the same context (a ban's items: one prompt, one
-item per banned title) share one context run. `score_options_reference`
-keeps the plain one-sequence-per-option path; a test checks the two agree.
+item per banned title) share one context run. The tests keep
+the plain one-sequence-per-option path (`tests/reference.py`) and check that the two agree.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from aglora.concepts import Probe
-from aglora.model.forward import target_logprobs
 from aglora.model.prefill import decoder_and_head, prefill
-from aglora.model.tokens import context_ids, context_text, encode, target_ids
+from aglora.model.tokens import context_ids, context_text, target_ids
 
 
 def score_options(model: nn.Module, tok, probes: list[Probe], batch_size: int = 16,
@@ -114,20 +113,6 @@ def score_options_with_lengths(model: nn.Module, tok, probes: list[Probe], batch
             scores[i] = [v for v, _ in rows]
             lengths[i] = [n for _, n in rows]
     return scores, lengths
-
-
-@torch.no_grad()
-def score_options_reference(model: nn.Module, tok, probes: list[Probe]) -> list[list[float]]:
-    """One context+option sequence per option (slow, simple): the reference for tests."""
-    out: list[list[float]] = []
-    for p in probes:
-        if not p.has_choice:
-            out.append([])
-            continue
-        options = [p.answer, *p.distractors]
-        batch = encode(tok, [p] * len(options), options)
-        out.append(target_logprobs(model, batch, share_prefix=False).tolist())
-    return out
 
 
 def choice_correct(scores: list[float]) -> bool:

@@ -123,16 +123,3 @@ def encode(tok, probes: list[Probe], targets: list[str], max_len: int = 256,
     return Batch(input_ids, attention, target, content)
 
 
-def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """log p(input_ids[:, t+1] | ...) at every position t; last position gets 0.
-
-    logits [batch, seq, vocab] -> [batch, seq]
-    """
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    picked = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # [batch, seq-1]
-    return torch.nn.functional.pad(picked, (0, 1))
-
-
-def sequence_logprob(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Summed log-probability of the target tokens of each sequence -> [batch]."""
-    return (token_logprobs(logits, batch.input_ids) * batch.target_mask).sum(-1)
