@@ -20,11 +20,10 @@ from torch import nn
 
 from aglora.bench.config import BenchConfig, BenchSettings, MethodEntry
 from aglora.bench.memory import PeakMemory, release_memory
-from aglora.concepts import ConceptSpec, Probe, load_tofu
+from aglora.concepts import ConceptSpec, Probe
 from aglora.config import (
     RunConfig,
 )
-from aglora.errors import AgloraError
 from aglora.methods import apply_method
 from aglora.methods.base import MethodInputs
 from aglora.model.adapter import merged_copy
@@ -41,12 +40,8 @@ _log = logging.getLogger("aglora")
 
 
 def bench_probes(concept: ConceptSpec, run: RunConfig) -> list[Probe]:
-    probes = concept.eval_probes()
-    if not probes:
-        raise AgloraError(f"{concept.source}: lists no evaluation probes under 'probes:'")
-    if run.eval.include_tofu:
-        probes += load_tofu(run.eval.tofu_limit)
-    return probes
+    from aglora.pipeline.run import concept_eval_probes
+    return concept_eval_probes(concept, run.eval)
 
 
 def measure_side(model: nn.Module, tok, probes: list[Probe], s: BenchSettings, label: str):

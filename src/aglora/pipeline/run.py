@@ -36,7 +36,14 @@ from aglora.concepts import (
     load_tofu,
     resolve_concept_path,
 )
-from aglora.config import RunConfig, config_from_dict, config_to_dict, dump_config, load_yaml
+from aglora.config import (
+    EvalConfig,
+    RunConfig,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_yaml,
+)
 from aglora.errors import AgloraError
 from aglora.model.neurons import NeuronMask
 from aglora.pipeline.mask import load_mask, save_mask, select
@@ -55,14 +62,6 @@ from aglora.runtime.lock import LOCK_NAME, lock_dir
 log = logging.getLogger("aglora")
 
 STAGES = ("record", "score", "mask", "train", "eval", "report")
-OUTPUTS = {
-    "record": ["activations.safetensors"],
-    "score": ["scores.safetensors"],
-    "mask": ["masks.safetensors", "masks.json"],
-    "train": ["adapter/adapter_model.safetensors", "train_history.json"],
-    "eval": ["metrics.json", "probe_results.jsonl"],
-    "report": ["report.md", "report.html"],
-}
 # Everything each stage writes (files and folders), hashed into state.json when it finishes.
 ARTIFACTS = {
     "record": ["activations.safetensors", "train_items.jsonl"],
@@ -494,11 +493,17 @@ def stage_train(ctx: RunContext) -> None:
 
 
 def eval_probes(ctx: RunContext) -> list[Probe]:
-    probes = ctx.concept.eval_probes()
+    return concept_eval_probes(ctx.concept, ctx.cfg.eval)
+
+
+def concept_eval_probes(concept: ConceptSpec, cfg: EvalConfig) -> list[Probe]:
+    """A concept's evaluation probes, plus the TOFU utility probes if `cfg` asks for them;
+    a spec without probes is refused."""
+    probes = concept.eval_probes()
     if not probes:
-        raise AgloraError(f"{ctx.concept.source}: lists no evaluation probes under 'probes:'")
-    if ctx.cfg.eval.include_tofu:
-        probes += load_tofu(ctx.cfg.eval.tofu_limit)
+        raise AgloraError(f"{concept.source}: lists no evaluation probes under 'probes:'")
+    if cfg.include_tofu:
+        probes += load_tofu(cfg.tofu_limit)
     return probes
 
 
