@@ -81,13 +81,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=cmd_eval)
 
 
-def _open(config: str | None, overrides: list[str], out: Path, force: bool):
-    from aglora.config import load_config
+def _open(cfg, out: Path, force: bool):
     from aglora.pipeline.run import open_run
     from aglora.recommend.ban import REPORT_SECTIONS
     # check=True: the concept spec, its probe files, the device, before any model loads and
     # before anything in `out` is written or deleted
-    ctx = open_run(load_config(config, overrides), out, force=force, check=True)
+    ctx = open_run(cfg, out, force=force, check=True)
     ctx.report_sections = REPORT_SECTIONS
     return ctx
 
@@ -100,29 +99,25 @@ def _reopen(run_dir: Path):
     return ctx
 
 
-def cmd_run(args: argparse.Namespace, config: str) -> None:
-    from aglora.config import load_config
+def _run_all(cfg, out: Path, force: bool, until: str | None = None) -> None:
+    """Every unfinished stage of `cfg` into `out`, then the summary."""
     from aglora.pipeline.run import run_all
-    cfg = load_config(config, args.overrides)
-    out = Path(args.out) if args.out else Path("runs") / cfg.name
-    ctx = _open(config, args.overrides, out, args.force)
-    run_all(ctx, until=getattr(args, "until", None))
+    run_all(_open(cfg, out, force), until=until)
     if (out / "metrics.json").is_file():
         print_summary(read_json(out / "metrics.json"))
     print(f"[aglora] run directory: {out}")
 
 
+def cmd_run(args: argparse.Namespace, config: str) -> None:
+    from aglora.config import load_config
+    cfg = load_config(config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    _run_all(cfg, out, args.force, getattr(args, "until", None))
+
+
 def cmd_forget(args: argparse.Namespace) -> None:
     from aglora.config import forget_config
-    from aglora.pipeline.run import open_run, run_all
-    from aglora.recommend.ban import REPORT_SECTIONS
-    out = Path(args.out)
-    ctx = open_run(forget_config(args.spec, args.model, args.overrides), out, force=args.force,
-                   check=True)  # inputs checked before any model loads or file is deleted
-    ctx.report_sections = REPORT_SECTIONS
-    run_all(ctx)
-    print_summary(read_json(out / "metrics.json"))
-    print(f"[aglora] run directory: {out}")
+    _run_all(forget_config(args.spec, args.model, args.overrides), Path(args.out), args.force)
 
 
 def cmd_suite(args: argparse.Namespace) -> None:
@@ -141,7 +136,8 @@ def cmd_stage(args: argparse.Namespace) -> None:
     saved = run_dir / "config.yaml"
     if args.config or args.overrides:
         config = args.config or (str(saved) if saved.is_file() else None)
-        ctx = _open(config, args.overrides, run_dir, args.force)
+        from aglora.config import load_config
+        ctx = _open(load_config(config, args.overrides), run_dir, args.force)
     else:
         ctx = _reopen(run_dir)
         check_inputs(ctx)
