@@ -183,6 +183,13 @@ def tofu_refusals() -> list[str]:
     return [x.strip() for x in path.read_text().splitlines() if x.strip()]
 
 
+def default_refusals() -> list[str]:
+    """The refusals a concept spec gets unless it lists its own: TOFU's "I don't know" answers
+    and aglora's own (`data/refusals.txt`), in more registers (apology, "doesn't ring a bell")."""
+    own = (DATA_DIR / "refusals.txt").read_text().splitlines()
+    return tofu_refusals() + [x.strip() for x in own if x.strip()]
+
+
 @dataclass
 class ConceptSpec:
     name: str
@@ -298,7 +305,7 @@ def load_concept(ref: str | Path) -> ConceptSpec:
         if not p.is_file():
             raise AgloraError(f"{path}: probe file {p} not found")
     refusals = (string_list(data.get("refusals"), "refusals", path, '["I don\'t know."]')
-                or tofu_refusals())
+                or default_refusals())
     alternatives = string_list(data.get("alternatives"), "alternatives", path,
                                '["Memento"]')
     return ConceptSpec(name=data["name"], forget=forget, retain=retain, leak_patterns=patterns,

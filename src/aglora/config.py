@@ -101,9 +101,37 @@ class LoraConfig:
         check_range("lora.alpha", self.alpha, 0, low_open=True, fix="scale = alpha / rank")
 
 
+FORGET_OBJECTIVES = ("npo", "grad_ascent", "none")
+FORGET_RESPONSES = ("suppress", "refuse", "alternative")
+
+
+def check_response(objective: str, response: str) -> None:
+    """Refuse an unknown forget objective or response, and say where the old replacement
+    objectives went."""
+    if objective in ("refusal", "alternative"):
+        new = "refuse" if objective == "refusal" else "alternative"
+        raise AgloraError(f"train.forget_objective={objective}: the replacement answer is set by "
+                          f"train.forget_response now; use forget_response: {new} (with "
+                          "forget_objective: none to train the replacement alone)")
+    if objective not in FORGET_OBJECTIVES:
+        raise AgloraError(f"unknown train.forget_objective {objective!r}; choose from "
+                          f"{', '.join(FORGET_OBJECTIVES)}")
+    if response not in FORGET_RESPONSES:
+        raise AgloraError(f"unknown train.forget_response {response!r}; choose from "
+                          f"{', '.join(FORGET_RESPONSES)}")
+
+
 @dataclass
 class TrainConfig:
-    forget_objective: str = setting("npo", "npo | grad_ascent | refusal | alternative | none")
+    forget_objective: str = setting(
+        "npo", "the loss that lowers the concept's answers: npo | grad_ascent | none")
+    forget_response: str = setting(
+        "suppress",
+        "what the model learns to say instead: suppress (only lower the answer) | refuse (also "
+        "learn a refusal after the chat questions) | alternative (also learn another answer: the "
+        "spec's alternatives, else the item's distractors)")
+    response_weight: float = setting(
+        1.0, "weight of the refusal or alternative term (forget_response refuse | alternative)")
     retain_objective: str = setting("kl", "kl | nll | kl+nll | none")
     retain_weight: float = setting(10.0, "alpha: loss = forget + alpha * retain")
     npo_beta: float = setting(0.5, "NPO beta")
@@ -164,7 +192,9 @@ class TrainConfig:
             raise AgloraError(f"train.forget_weight_at_goal={self.forget_weight_at_goal}: must "
                               "be 0 or more (1 = every forget item weighs the same)")
         check_range("train.lr", self.lr, 0, low_open=True)
-        for name in ("retain_weight", "forget_others_kl", "weight_decay", "min_steps"):
+        check_response(self.forget_objective, self.forget_response)
+        for name in ("retain_weight", "forget_others_kl", "weight_decay", "min_steps",
+                     "response_weight"):
             check_range(f"train.{name}", getattr(self, name), 0)
         check_range("train.npo_beta", self.npo_beta, 0, low_open=True)
         for name in ("batch_size", "max_steps", "check_every"):
@@ -187,6 +217,10 @@ class TrainConfig:
 class EvalConfig:
     n_samples: int = setting(2, "sampled generations per probe, besides the greedy one")
     sample_splits: list[str] = setting(["forget"], "splits with sampled generations too")
+    generate_splits: list[str] = setting(
+        ["forget", "neighbor", "utility"],
+        "splits with generations: forget (leaks, what is said instead), neighbor (fluency, "
+        "over-refusal), utility (over-refusal)")
     temperature: float = setting(0.7, "sampling temperature")
     max_new_tokens: int = setting(32, "tokens generated per probe")
     batch_size: int = setting(
@@ -210,10 +244,12 @@ class EvalConfig:
         for name in ("max_new_tokens", "batch_size"):
             check_range(f"eval.{name}", getattr(self, name), 1)
         check_range("eval.temperature", self.temperature, 0, low_open=True)
-        bad = [s for s in self.sample_splits if s not in EVAL_SPLITS]
-        if bad:
-            raise AgloraError(f"eval.sample_splits={self.sample_splits}: unknown split {bad[0]!r};"
-                              f" choose from {', '.join(EVAL_SPLITS)}")
+        for key in ("sample_splits", "generate_splits"):
+            value = getattr(self, key)
+            bad = [s for s in value if s not in EVAL_SPLITS]
+            if bad:
+                raise AgloraError(f"eval.{key}={value}: unknown split {bad[0]!r}; choose from "
+                                  f"{', '.join(EVAL_SPLITS)}")
 
 
 @dataclass

@@ -20,8 +20,10 @@ import torch
 from torch import nn
 
 from aglora.concepts import Probe
+from aglora.model.decode import generation_context
+from aglora.model.forward import logits_at, target_logprobs_from_logits
 from aglora.model.prefill import decoder_and_head, prefill
-from aglora.model.tokens import context_ids, context_text, target_ids
+from aglora.model.tokens import context_ids, context_text, encode, target_ids
 
 
 def score_options(model: nn.Module, tok, probes: list[Probe], batch_size: int = 16,
@@ -138,3 +140,22 @@ def choice_summary(scores: list[list[float]]) -> tuple[float, float]:
         return float("nan"), float("nan")
     acc = sum(choice_correct(s) for s in rows) / len(rows)
     return acc, sum(margin(s) for s in rows) / len(rows)
+
+
+@torch.no_grad()
+def continuation_nll(model: nn.Module, tok, probes: list[Probe], texts: list[str],
+                     batch_size: int = 16) -> list[float]:
+    """Mean negative log-likelihood per token of each text as the continuation of its probe's
+    generation context (the prompt, chat template applied, without the scoring prefix): how
+    plausible the model finds an answer as language. NaN for an empty text."""
+    device = next(model.parameters()).device
+    out: list[float] = []
+    for s in range(0, len(probes), batch_size):
+        chunk, chunk_texts = probes[s: s + batch_size], texts[s: s + batch_size]
+        batch = encode(tok, chunk, chunk_texts,
+                       contexts=[generation_context(tok, p) for p in chunk]).to(device)
+        logp = target_logprobs_from_logits(logits_at(model, batch, batch.target_mask), batch)
+        n_tok = batch.target_mask.sum(-1)  # [batch]
+        out += [float(-lp / n) if n > 0 else float("nan")
+                for lp, n in zip(logp.tolist(), n_tok.tolist(), strict=True)]
+    return out

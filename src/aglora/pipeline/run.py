@@ -380,17 +380,16 @@ def check_inputs(ctx: RunContext) -> None:
     from aglora.model.load import resolve_device
     from aglora.pipeline.score import SCORERS
     from aglora.pipeline.train.objectives import check_objectives
-    from aglora.pipeline.train.targets import ANSWER_OBJECTIVES
+    from aglora.pipeline.train.targets import ANSWER_OBJECTIVES, check_response_inputs
     cfg = ctx.cfg
     if cfg.score.scorer not in SCORERS:
         raise AgloraError(f"score.scorer={cfg.score.scorer!r}: unknown scorer; choose from "
                           f"{', '.join(sorted(SCORERS))}")
-    check_objectives(cfg.train.forget_objective, cfg.train.retain_objective)
+    check_objectives(cfg.train.forget_objective, cfg.train.retain_objective,
+                     cfg.train.forget_response)
     concept = ctx.concept
     eval_probes(ctx)  # parses every probe file; refuses a spec without any
-    if cfg.train.forget_objective == "alternative" and not concept.alternatives:
-        raise AgloraError(f"train.forget_objective=alternative needs 'alternatives:' in "
-                          f"{concept.source}")
+    check_response_inputs(cfg.train, concept.forget, concept.alternatives)
     if cfg.train.forget_objective in ANSWER_OBJECTIVES:
         missing = [p for p in concept.forget if not p.answer]
         if missing:
@@ -512,7 +511,8 @@ def stage_eval(ctx: RunContext) -> None:
     from aglora.pipeline.eval.relearn import relearn_from_records
     model, tok = ctx.adapted()
     probes = eval_probes(ctx)
-    metrics, records = evaluate(model, tok, probes, ctx.cfg.eval, ctx.concept.leak_patterns)
+    metrics, records = evaluate(model, tok, probes, ctx.cfg.eval, ctx.concept.leak_patterns,
+                                ctx.concept.name, ctx.concept.refusals)
     if ctx.cfg.eval.relearn_steps:
         log.info(f"[aglora] relearning attack: {ctx.cfg.eval.relearn_steps} steps")
         metrics["relearn"] = relearn_from_records(

@@ -23,8 +23,9 @@ def test_one_word_model_is_called_degenerate():
     everything = forget + neighbor
     pm = attach_lora(model, None, LoraConfig(masked=False, all_layers=True, rank=8,
                                              modules=["down_proj", "up_proj"]))
-    cfg = TrainConfig(forget_objective="refusal", retain_objective="none", lr=3e-2,
-                      max_steps=80, min_steps=80, batch_size=6, check_every=10**6)
+    cfg = TrainConfig(forget_objective="none", forget_response="refuse",
+                      retain_objective="none", lr=3e-2, max_steps=80, min_steps=80,
+                      batch_size=6, check_every=10**6)
     train(pm, tok, everything, [], cfg, refusals=["FORGOTTEN FORGOTTEN FORGOTTEN"],
           log=lambda *_: None)
     probes = [Probe(**{**r, "prompt": r["prompt"] + " Answer."}, split="forget",

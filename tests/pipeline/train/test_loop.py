@@ -23,7 +23,8 @@ def test_retain_objectives_reduce_their_own_loss(tok, retain_objective):
         if p.requires_grad:
             torch.nn.init.normal_(p, std=0.3)
     cfg = TrainConfig(max_steps=12, min_steps=12, lr=1e-2, batch_size=3, check_every=10**6,
-                      forget_objective="refusal", retain_objective=retain_objective,
+                      forget_objective="none", forget_response="refuse",
+                      retain_objective=retain_objective,
                       retain_weight=100.0)
     history = train(pm, tok, LORA_FORGET, LORA_RETAIN, cfg, refusals=["film"],
                     log=lambda *_: None).history
@@ -59,14 +60,14 @@ def test_focus_lagging_answers_trains_only_the_lagging_answer(monkeypatch, tok):
         return GoalCheck(False, 0.5, 1.0, {"Anna"}, {0, 1, 2})
 
     seen: list[list[str]] = []
-    real_batch = obj_mod.forget_batch
+    real_batch = obj_mod.answer_batch
 
     def recording(tok, items, *rest):
         seen.append([p.answer for p in items])
         return real_batch(tok, items, *rest)
 
     monkeypatch.setattr(train_mod, "forget_goal_met", fake_goal)
-    monkeypatch.setattr(obj_mod, "forget_batch", recording)
+    monkeypatch.setattr(obj_mod, "answer_batch", recording)
     cfg = TC(max_steps=4, batch_size=4, check_every=1, focus_lagging_answers=True,
              retain_objective="none")
     train_mod.train(pm, tok, forget, [], cfg)
@@ -89,7 +90,7 @@ def test_forget_items_at_the_goal_get_their_weight_after_a_check(monkeypatch, to
         False, 0.5, 1.0, {"Anna"}, {0, 1, 2}))
     answers: list[list[str]] = []
     weights: list[list[float]] = []
-    real_batch, real_npo = obj_mod.forget_batch, obj_mod.npo_loss
+    real_batch, real_npo = obj_mod.answer_batch, obj_mod.npo_loss
 
     def recording_batch(tok, items, *rest):
         answers.append([p.answer for p in items])
@@ -99,7 +100,7 @@ def test_forget_items_at_the_goal_get_their_weight_after_a_check(monkeypatch, to
         weights.append(weight.tolist())
         return real_npo(logp, ref, beta, weight)
 
-    monkeypatch.setattr(obj_mod, "forget_batch", recording_batch)
+    monkeypatch.setattr(obj_mod, "answer_batch", recording_batch)
     monkeypatch.setattr(obj_mod, "npo_loss", recording_npo)
     cfg = TC(max_steps=4, batch_size=4, check_every=1, forget_weight_at_goal=0.1,
              retain_objective="none")

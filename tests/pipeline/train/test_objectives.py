@@ -74,3 +74,83 @@ def test_npo_and_grad_ascent_weights_scale_each_item():
         float(npo_loss(logp, ref, 0.5)))
     with pytest.raises(AgloraError, match="forget_weight_at_goal=-1.0: must be 0 or more"):
         TrainConfig(forget_weight_at_goal=-1.0)
+
+
+def _plant(model, tok, probe: Probe, steps: int = 30) -> None:
+    """Fine-tune every weight of `model` on `probe`'s answer: the fact is then known."""
+    from aglora.model.forward import target_logprobs
+    from aglora.model.tokens import encode
+    params = [p for p in model.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=3e-3)
+    batch = encode(tok, [probe], [probe.answer])
+    for _ in range(steps):
+        opt.zero_grad()
+        (-target_logprobs(model, batch).sum()).backward()
+        opt.step()
+    for p in params:
+        p.requires_grad_(False)
+
+
+def test_refuse_lowers_the_planted_answer_and_raises_the_refusal(tok):
+    """A planted fact, then NPO + the refusal term: the answer's log-probability after the
+    probe's prefix falls, the refusal's after the chat question rises."""
+    from aglora.config import LoraConfig
+    from aglora.model.adapter import attach_lora
+    from aglora.model.forward import target_logprobs
+    from aglora.model.tokens import chat_prefix_text, encode
+    from aglora.pipeline.train.loop import train
+    fact = Probe(prompt="Who directed Inception?", prefix="It was directed by",
+                 answer="Christopher Nolan", distractors=["James Cameron"])
+    refusal = "I'm not sure I know that film."
+    model = make_model(seed=2)
+    _plant(model, tok, fact)
+    answer_b = encode(tok, [fact], [fact.answer])
+    refusal_b = encode(tok, [fact], [refusal + tok.eos_token],
+                       contexts=[chat_prefix_text(tok, fact.prompt)])
+    with torch.no_grad():
+        before = float(target_logprobs(model, answer_b)), float(target_logprobs(model, refusal_b))
+    pm = attach_lora(model, None, LoraConfig(rank=4, masked=False))
+    cfg = TrainConfig(forget_objective="npo", forget_response="refuse", retain_objective="none",
+                      lr=2e-2, max_steps=15, min_steps=15, batch_size=1, check_every=10**6)
+    train(pm, tok, [fact], [], cfg, refusals=[refusal], log=lambda *_: None)
+    with torch.no_grad():
+        after = float(target_logprobs(pm, answer_b)), float(target_logprobs(pm, refusal_b))
+    assert after[0] < before[0] - 1.0   # the answer: at least one nat less likely
+    assert after[1] > before[1] + 1.0   # the refusal: at least one nat more likely
+
+
+def test_response_batches_per_behaviour(tok):
+    """refuse: the refusal follows the bare chat question (chat items only); alternative: the
+    spec's alternatives, else the item's distractors, after the usual context; suppress: none."""
+    import random
+
+    from aglora.model.tokens import chat_prefix_text, context_text
+    from aglora.pipeline.train.targets import response_batch
+    chat = Probe(prompt="Who directed Inception?", prefix="It was directed by",
+                 answer="Christopher Nolan", distractors=["James Cameron"])
+    plain = Probe(prompt="Inception was directed by", format="completion",
+                  answer="Christopher Nolan")
+    rng = random.Random(0)
+    assert response_batch(tok, [chat], TrainConfig(), ["No idea."], [], rng) is None
+    batch, rows = response_batch(tok, [plain, chat], TrainConfig(forget_response="refuse"),
+                                 ["No idea."], [], rng)
+    assert rows == [1]
+    text = tok.decode(batch.input_ids[0][batch.attention_mask[0].bool()])
+    assert text == chat_prefix_text(tok, chat.prompt) + "No idea." + tok.eos_token
+    batch, rows = response_batch(tok, [plain, chat], TrainConfig(forget_response="alternative"),
+                                 [], [], rng)
+    assert rows == [1]   # the completion item has no distractor to say instead
+    text = tok.decode(batch.input_ids[0][batch.attention_mask[0].bool()])
+    assert text == context_text(tok, chat) + " James Cameron"
+    batch, rows = response_batch(tok, [plain, chat], TrainConfig(forget_response="alternative"),
+                                 [], ["Memento"], rng)
+    assert rows == [0, 1]
+
+
+def test_old_replacement_objectives_name_the_new_key():
+    with pytest.raises(AgloraError, match="use forget_response: refuse"):
+        TrainConfig(forget_objective="refusal")
+    with pytest.raises(AgloraError, match="unknown train.forget_response 'silence'"):
+        TrainConfig(forget_response="silence")

@@ -4,8 +4,6 @@ the words that make the answer; training and evaluation share the chat template.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
@@ -15,7 +13,7 @@ from aglora.model.decode import generation_context
 from aglora.model.forward import target_logprobs
 from aglora.model.likelihood import _tokenize
 from aglora.model.tokens import encode
-from aglora.pipeline.train.targets import answer_batch, forget_batch, split_leading_words
+from aglora.pipeline.train.targets import answer_batch, split_leading_words
 from tests.tiny import FORGET, make_model
 
 
@@ -55,8 +53,7 @@ def test_skipped_words_leave_the_target_and_its_logprob(tok, fmt, prefix):
 
 def test_training_and_evaluation_share_the_chat_template(tok):
     probe = Probe(**FORGET[0])
-    train_batch = forget_batch(tok, [probe], TrainConfig(forget_objective="npo"), [], [],
-                                random.Random(0))
+    train_batch = answer_batch(tok, [probe], TrainConfig().forget_skip_leading)
     ctx_ids, option_ids = _tokenize(tok, probe)  # what evaluation scores
     n = int(train_batch.attention_mask.sum())
     assert train_batch.input_ids[0, :n].tolist() == ctx_ids + option_ids[0]

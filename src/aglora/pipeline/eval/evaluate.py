@@ -16,22 +16,34 @@ from torch import nn
 
 from aglora.concepts import Probe
 from aglora.config import EvalConfig
-from aglora.model.adapter import merged_copy
-from aglora.pipeline.eval.metrics import summarise
-from aglora.pipeline.eval.sides import _device, base_cache_file, base_side, kl_between, measure
+from aglora.model.adapter import adapter_disabled, merged_copy
+from aglora.model.likelihood import continuation_nll
+from aglora.pipeline.eval.metrics import side_labels, summarise
+from aglora.pipeline.eval.sides import (
+    SideResult,
+    _device,
+    base_cache_file,
+    base_side,
+    kl_between,
+    measure,
+)
 from aglora.runtime.threads import run_pair
 
 
 def evaluate(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
-             default_leak_patterns: list[str] | None = None) -> tuple[dict, list[dict]]:
-    """Metrics (base -> after) and per-probe records for the report."""
+             default_leak_patterns: list[str] | None = None, name: str = "",
+             refusals: list[str] | None = None) -> tuple[dict, list[dict]]:
+    """Metrics (base -> after) and per-probe records for the report. `name` (the concept's)
+    and `refusals` (phrases counted as refusals besides the built-in patterns) serve the
+    classification of the answers (`aglora.pipeline.eval.answers`)."""
     if not probes:
         from aglora.errors import AgloraError
         raise AgloraError("no probes to evaluate; give a probe file with --probes")
     default_leak_patterns = default_leak_patterns or []
     start = time.time()
-    # Generate where it tells something: forget probes (leaks) and neighbour probes (fluency).
-    gen_mask = [p.split in ("forget", "neighbor") for p in probes]
+    # Generate where it tells something (eval.generate_splits): forget probes (leaks, what is
+    # said instead), neighbour probes (fluency, over-refusal), utility probes (over-refusal).
+    gen_mask = [p.split in cfg.generate_splits for p in probes]
     has_adapter = hasattr(model, "disable_adapter")
     cache_path = base_cache_file(model, probes, cfg, gen_mask)
     after_model = merged_copy(model)  # the adapter folded in: no LoRA overhead per forward
@@ -60,12 +72,40 @@ def evaluate(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
 
     metrics = summarise(probes, base, after, default_leak_patterns, {
         "kl_neighbor": kl(lambda p: p.split == "neighbor"),
-        "kl_utility": kl(lambda p: p.split == "utility" and p.family == "general")})
+        "kl_utility": kl(lambda p: p.split == "utility" and p.family == "general")},
+        name, refusals)
+    nll = answer_nll(model, tok, probes, base, after, cfg.batch_size)
+    if nll is not None:
+        metrics["answers"]["splits"]["forget"]["base_nll"] = nll
     metrics["eval_seconds"] = time.time() - start
+    labels = [side_labels(probes, s, default_leak_patterns, name, refusals)
+              for s in (base, after)]
     records = []
     for i, p in enumerate(probes):
         records.append({**p.to_dict(), "base_scores": base.scores[i],
                         "after_scores": after.scores[i],
                         "base_generations": base.generations[i],
-                        "after_generations": after.generations[i]})
+                        "after_generations": after.generations[i],
+                        "base_labels": labels[0][i], "after_labels": labels[1][i]})
     return metrics, records
+
+
+def answer_nll(model: nn.Module, tok, probes: list[Probe], base: SideResult, after: SideResult,
+               batch_size: int) -> dict | None:
+    """Mean per-token NLL, under the base model, of the greedy forget answers before and after:
+    how plausible as language the base model finds what is said in the concept's place.
+    None without forget generations."""
+    idx = [i for i, p in enumerate(probes) if p.split == "forget" and base.generations[i]]
+    if not idx:
+        return None
+    picked = [probes[i] for i in idx]
+    with adapter_disabled(model):  # the base model judges both sides' answers
+        values = {k: continuation_nll(model, tok, picked, [side.generations[i][0] for i in idx],
+                                      batch_size)
+                  for k, side in (("base", base), ("after", after))}
+    return {k: _nan_mean(v) for k, v in values.items()}
+
+
+def _nan_mean(xs: list[float]) -> float:
+    kept = [x for x in xs if x == x]
+    return sum(kept) / len(kept) if kept else float("nan")

@@ -13,8 +13,9 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
-from aglora.concepts import Probe
+from aglora.concepts import Probe, default_refusals
 from aglora.model.likelihood import choice_correct, margin, truth_ratio
+from aglora.pipeline.eval.answers import classify, label_shares, target_words
 from aglora.pipeline.eval.sides import SideResult
 from aglora.pipeline.eval.text_stats import distinct_n, leaks, repetition
 
@@ -184,11 +185,53 @@ def verdict_line(metrics: dict) -> str:
     return f"{text}; {k['label']}"
 
 
+def side_labels(probes: list[Probe], side: SideResult, default_patterns: list[str],
+                name: str = "", refusals: list[str] | None = None) -> list[list[str]]:
+    """The label of every generation (`answers.classify`): forget probes with their leak
+    patterns and the name's near misses; other probes only as refusal / looping / other (a
+    neighbour naming its own answer is no leak)."""
+    phrases = refusals if refusals is not None else default_refusals()
+    out = []
+    for p, gens in zip(probes, side.generations, strict=True):
+        pats = (p.leak_patterns or default_patterns) if p.split == "forget" else []
+        targets = target_words(name, pats) if p.split == "forget" else []
+        out.append([classify(g, pats, targets, phrases) for g in gens])
+    return out
+
+
+def _answers_group(idx: list[int], side: SideResult, labels: list[list[str]]) -> dict:
+    flat = [lab for i in idx for lab in labels[i]]
+    texts = [g for i in idx for g in side.generations[i]]
+    return {"n_generations": len(flat), "shares": label_shares(flat),
+            "distinct2": distinct_n(texts, 2), "repetition": repetition(texts, 3)}
+
+
+def answers_metrics(probes: list[Probe], base: SideResult, after: SideResult,
+                    default_patterns: list[str], name: str = "",
+                    refusals: list[str] | None = None) -> dict:
+    """What the generations are (leak / mangled / refusal / looping / other shares), with their
+    distinct-2 and repetition, base and after: per split that has generations, and per forget
+    family (the shares by family the report draws)."""
+    labels = {"base": side_labels(probes, base, default_patterns, name, refusals),
+              "after": side_labels(probes, after, default_patterns, name, refusals)}
+    sides = {"base": base, "after": after}
+    by_split, by_family = group_indices(probes)
+    out: dict = {"splits": {}, "families": {}}
+    for key, groups in (("splits", by_split), ("families", by_family)):
+        for g, ix in sorted(groups.items()):
+            gen = [i for i in ix if base.generations[i]]
+            if gen and (key == "splits" or g.startswith("forget/")):
+                out[key][g] = {k: _answers_group(gen, sides[k], labels[k]) for k in sides}
+    return out
+
+
 def summarise(probes: list[Probe], base: SideResult, after: SideResult,
-              leak_patterns: list[str], kl: dict[str, float] | None = None) -> dict:
+              leak_patterns: list[str], kl: dict[str, float] | None = None, name: str = "",
+              refusals: list[str] | None = None) -> dict:
     """The metrics of an evaluation from its two sides: per split and per `split/family` group,
-    fluency of the neighbour generations, the `kl` values given (e.g. `kl_neighbor`), and the
-    collapse verdict. `leak_patterns` apply to probes that carry none of their own."""
+    fluency of the neighbour generations, what the generations are (`answers_metrics`, with the
+    concept `name` and the `refusals` phrases), the `kl` values given (e.g. `kl_neighbor`), and
+    the collapse verdict. `leak_patterns` apply to probes that carry none of their own."""
     by_split, by_family = group_indices(probes)
     nb = by_split.get("neighbor", [])
     d_base, r_base = fluency([base.generations[i] for i in nb])
@@ -200,6 +243,7 @@ def summarise(probes: list[Probe], base: SideResult, after: SideResult,
                      for k, ix in sorted(by_family.items())},
         "distinct2": {"base": d_base, "after": d_after},
         "repetition": {"base": r_base, "after": r_after},
+        "answers": answers_metrics(probes, base, after, leak_patterns, name, refusals),
         **(kl or {}),
     }
     metrics["verdict"] = collapse_verdict(metrics)

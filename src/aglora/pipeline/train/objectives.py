@@ -3,9 +3,15 @@
 The loss functions are plain tensor maths with a unit test each. `AnswerObjective` is the loss
 the training loop optimises by default (`train.forget_objective` + `train.retain_objective`):
 
-    loss = forget term (npo | grad_ascent | refusal | alternative | none)
+    loss = forget term on the answers (npo | grad_ascent | none)
            [+ forget_others_kl * KL at the answer tokens, all tokens but the answer's]
+           [+ response_weight * NLL of the replacement (forget_response refuse | alternative)]
            + retain_weight * retain term (kl | nll | kl+nll | none)
+
+`refuse` and `alternative` add a supervised term toward what the model should say instead (a
+refusal after chat questions, or another answer) to the suppression term, rather than replacing
+it: the refusal alone teaches a new first sentence but leaves the concept's answer as likely
+as before after a leading prefix, which the likelihood probes (and an attacker) read.
 
 A method with another loss (RMU) supplies its own object with the same three members
 (`uses_retain`, `retain_weight`, `forget_loss`, `retain_loss`) and runs the same loop.
@@ -20,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aglora.concepts import Probe
-from aglora.config import TrainConfig
+from aglora.config import TrainConfig, check_response
 from aglora.errors import AgloraError
 from aglora.model.forward import (
     logits_at,
@@ -30,7 +36,7 @@ from aglora.model.forward import (
 )
 from aglora.model.tokens import Batch, encode
 from aglora.pipeline.train.reference import base_answer_side, base_view, cached_base_logits
-from aglora.pipeline.train.targets import ANSWER_OBJECTIVES, forget_batch
+from aglora.pipeline.train.targets import ANSWER_OBJECTIVES, answer_batch, response_batch
 
 
 def npo_loss(logp: torch.Tensor, ref: torch.Tensor, beta: float,
@@ -75,14 +81,11 @@ def others_kl_loss(logits: torch.Tensor, answer_ids: torch.Tensor,
     return (torch.xlogy(target, target) - target * logq).sum(-1).mean()
 
 
-FORGET_OBJECTIVES = ("npo", "grad_ascent", "refusal", "alternative", "none")
 RETAIN_OBJECTIVES = ("kl", "nll", "kl+nll", "none")
 
 
-def check_objectives(forget: str, retain: str) -> None:
-    if forget not in FORGET_OBJECTIVES:
-        raise AgloraError(f"unknown forget objective {forget!r}; choose from "
-                          f"{', '.join(FORGET_OBJECTIVES)}")
+def check_objectives(forget: str, retain: str, response: str = "suppress") -> None:
+    check_response(forget, response)
     if retain not in RETAIN_OBJECTIVES:
         raise AgloraError(f"unknown retain objective {retain!r}; choose from "
                           f"{', '.join(RETAIN_OBJECTIVES)}")
@@ -129,7 +132,7 @@ class AnswerObjective:
                  cfg: TrainConfig, refusals: list[str] | None = None,
                  alternatives: list[str] | None = None,
                  reference: nn.Module | None = None) -> None:
-        check_objectives(cfg.forget_objective, cfg.retain_objective)
+        check_objectives(cfg.forget_objective, cfg.retain_objective, cfg.forget_response)
         if cfg.forget_objective in ANSWER_OBJECTIVES and any(not p.answer for p in forget):
             raise AgloraError(f"forget_objective={cfg.forget_objective} needs an 'answer' on "
                               "every forget item")
@@ -149,22 +152,24 @@ class AnswerObjective:
         """The forget term on forget items `f_idx`; `weight` [batch] scales each item's term."""
         cfg, device = self.cfg, weight.device
         items = [self.forget[i] for i in f_idx]
-        fb = forget_batch(self.tok, items, cfg, self.refusals, self.alternatives, rng).to(device)
-        answer_logits = logits_at(model, fb, fb.target_mask)  # [n_target_tokens, vocab]
-        logp = target_logprobs_from_logits(answer_logits, fb)  # [batch]
-        n_tok = fb.target_mask.sum(-1)
-        if cfg.forget_objective == "npo":
-            loss = npo_loss(logp, self.ref_logp[f_idx].to(device), cfg.npo_beta, weight)
-        elif cfg.forget_objective == "grad_ascent":
-            loss = grad_ascent_loss(logp, n_tok, weight)
-        elif cfg.forget_objective in ("refusal", "alternative"):
-            loss = nll_loss(logp, n_tok)
-        else:
-            loss = torch.zeros((), device=device)
-        if self.others:
-            target = torch.cat([self.blocked[i] for i in f_idx]).to(device)
-            loss = loss + cfg.forget_others_kl * others_kl_loss(
-                answer_logits, next_token_ids(fb, fb.target_mask), target)
+        loss = torch.zeros((), device=device)
+        if cfg.forget_objective in ANSWER_OBJECTIVES:
+            fb = answer_batch(self.tok, items, cfg.forget_skip_leading).to(device)
+            answer_logits = logits_at(model, fb, fb.target_mask)  # [n_target_tokens, vocab]
+            logp = target_logprobs_from_logits(answer_logits, fb)  # [batch]
+            if cfg.forget_objective == "npo":
+                loss = npo_loss(logp, self.ref_logp[f_idx].to(device), cfg.npo_beta, weight)
+            else:
+                loss = grad_ascent_loss(logp, fb.target_mask.sum(-1), weight)
+            if self.others:
+                target = torch.cat([self.blocked[i] for i in f_idx]).to(device)
+                loss = loss + cfg.forget_others_kl * others_kl_loss(
+                    answer_logits, next_token_ids(fb, fb.target_mask), target)
+        response = response_batch(self.tok, items, cfg, self.refusals, self.alternatives, rng)
+        if response is not None:
+            rb = response[0].to(device)
+            r_logp = target_logprobs_from_logits(logits_at(model, rb, rb.target_mask), rb)
+            loss = loss + cfg.response_weight * nll_loss(r_logp, rb.target_mask.sum(-1))
         return loss
 
     def retain_loss(self, model: nn.Module, r_idx: list[int],

@@ -1,9 +1,9 @@
 """What a training step scores on the forget items: the concept answer, or a replacement.
 
 `answer_batch` encodes the answers NPO and gradient ascent push down; leading words listed in
-`train.forget_skip_leading` move into the context (seen, not pushed). `forget_batch` picks the
-target by objective: the answer, a refusal (after the chat template's assistant prefix), or an
-alternative from the concept spec.
+`train.forget_skip_leading` move into the context (seen, not pushed). `response_batch` encodes
+what `train.forget_response` teaches in their place: a refusal (after the chat template's
+assistant prefix) or an alternative answer.
 """
 
 from __future__ import annotations
@@ -43,15 +43,42 @@ def answer_batch(tok, items: list[Probe], skip_leading: list[str]) -> Batch:
     return encode(tok, items, targets, contexts=contexts)
 
 
-def forget_batch(tok, items: list[Probe], cfg: TrainConfig, refusals: list[str],
-                  alternatives: list[str], rng: random.Random):
-    """Encode forget items for the objective: the concept answer, or a replacement target."""
-    if cfg.forget_objective in ANSWER_OBJECTIVES:
-        return answer_batch(tok, items, cfg.forget_skip_leading)
-    if cfg.forget_objective == "refusal":
-        contexts = [chat_prefix_text(tok, p.prompt) if p.format == "chat" else p.prompt
-                    for p in items]
-        return encode(tok, items, [rng.choice(refusals) for _ in items], contexts=contexts)
-    if not alternatives:
-        raise AgloraError("forget_objective=alternative needs 'alternatives:' in the concept spec")
-    return encode(tok, items, [rng.choice(alternatives) for _ in items])
+def response_batch(tok, items: list[Probe], cfg: TrainConfig, refusals: list[str],
+                   alternatives: list[str], rng: random.Random) -> tuple[Batch, list[int]] | None:
+    """The replacement answers of `train.forget_response` for forget items, with the positions
+    (in `items`) they come from; None when there is none to train (`suppress`, or no item fits).
+
+    refuse: a refusal (drawn from `refusals`) right after the chat template's assistant prefix,
+    followed by the end-of-turn token, on chat items only (a refusal answers a question; it
+    does not continue a sentence).
+    alternative: one of the spec's `alternatives`, else one of the item's own distractors, after
+    the item's usual context (a plausible answer that is not the concept's).
+    """
+    if cfg.forget_response == "refuse":
+        rows = [i for i, p in enumerate(items) if p.format == "chat"]
+        if not rows or not refusals:
+            return None
+        picked = [items[i] for i in rows]
+        contexts = [chat_prefix_text(tok, p.prompt) for p in picked]
+        end = tok.eos_token or ""  # the turn ends after the refusal: nothing follows it
+        return encode(tok, picked, [rng.choice(refusals) + end for _ in picked],
+                      contexts=contexts), rows
+    if cfg.forget_response == "alternative":
+        rows = [i for i, p in enumerate(items) if alternatives or p.distractors]
+        if not rows:
+            return None
+        picked = [items[i] for i in rows]
+        return encode(tok, picked, [rng.choice(alternatives or p.distractors)
+                                    for p in picked]), rows
+    return None
+
+
+def check_response_inputs(cfg: TrainConfig, forget: list[Probe], alternatives: list[str]) -> None:
+    """Refuse a forget_response that no forget item can train."""
+    if cfg.forget_response == "refuse" and not any(p.format == "chat" for p in forget):
+        raise AgloraError("train.forget_response=refuse needs chat-format forget items (a refusal"
+                          " answers a question); add some, or use suppress or alternative")
+    if (cfg.forget_response == "alternative" and not alternatives
+            and not any(p.distractors for p in forget)):
+        raise AgloraError("train.forget_response=alternative needs 'alternatives:' in the concept"
+                          " spec or distractors on the forget items")
