@@ -19,6 +19,16 @@ def print_summary(metrics: dict) -> None:
     d = metrics["distinct2"]
     print(f"distinct-2 {fmt(d['base'])} → {fmt(d['after'])}; KL(base‖model) neighbours "
           f"{metrics.get('kl_neighbor', float('nan')):.4f}")
+    answers = (metrics.get("answers") or {}).get("splits") or {}
+    if answers.get("forget"):
+        shares = answers["forget"]["after"]["shares"]
+        line = "forget answers after: " + ", ".join(
+            f"{k} {fmt_pct(shares.get(k), 0)}" for k in ("refusal", "other", "mangled", "leak",
+                                                         "looping"))
+        over = [f"{name} {fmt_pct(answers[s]['after']['shares'].get('refusal'), 0)}"
+                for s, name in (("neighbor", "neighbours"), ("utility", "utility"))
+                if answers.get(s)]
+        print(line + ("; refusals elsewhere: " + ", ".join(over) if over else ""))
     relearn = metrics.get("relearn")
     if relearn:
         ka = relearn["known_accuracy"]

@@ -24,6 +24,7 @@ from pathlib import Path
 from aglora.pipeline.report.document import Block, render_html, render_markdown
 from aglora.pipeline.report.inputs import RunInputs, load_inputs
 from aglora.pipeline.report.sections import (
+    answers_section,
     config_section,
     cost_section,
     families_figure_section,
@@ -48,7 +49,7 @@ def build_blocks(inputs: RunInputs, fig_dir: Path,
     return [*verdict_section(m), *extra, *tables_section(m),
             *families_figure_section(m, fig_dir),
             *mask_section(inputs, fig_dir), *training_section(inputs, fig_dir),
-            *responses_section(inputs), *cost_section(m, inputs.history), *fluency_section(m),
+            *answers_section(m, fig_dir), *responses_section(inputs), *cost_section(m, inputs.history), *fluency_section(m),
             *relearn_section(m), *config_section(inputs.config_text)]
 
 

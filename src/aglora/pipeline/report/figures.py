@@ -55,6 +55,39 @@ def plot_families(metrics: dict, path: Path) -> bool:
     return True
 
 
+ANSWER_COLOURS = {"leak": "#d9534f", "mangled": "#f0ad4e", "refusal": "#5cb85c",
+                  "looping": "#8e6c8a", "other": "#5bc0de"}
+
+
+def plot_answer_shares(answers: dict, path: Path) -> bool:
+    """Stacked bars: the share of each answer label per forget family, base and after."""
+    fams = (answers or {}).get("families") or {}
+    names = family_order(fams)
+    if not names:
+        return False
+    fig = _figure_module()(figsize=(max(7.0, 1.1 * len(names) + 2.5), 4.8))
+    ax = fig.subplots()
+    w = 0.38
+    for j, side in enumerate(("base", "after")):
+        bottom = [0.0] * len(names)
+        for label, colour in ANSWER_COLOURS.items():
+            vals = [as_float(dig(fams[k], side, "shares", label)) for k in names]
+            vals = [0.0 if math.isnan(v) else v for v in vals]
+            ax.bar([i + (j - 0.5) * w for i in range(len(names))], vals, w * 0.95,
+                   bottom=bottom, color=colour, label=label if j == 0 else None,
+                   edgecolor="white", linewidth=0.5, hatch=None if j else "//")
+            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels([n.split("/", 1)[-1] for n in names], rotation=30, ha="right",
+                       fontsize=8, parse_math=False)
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("share of generations")
+    ax.set_title("Forget answers per family: base (hatched, left) and after (right)")
+    ax.legend(fontsize=8, loc="upper center", ncol=len(ANSWER_COLOURS), frameon=False)
+    _save(fig, path)
+    return True
+
+
 def _bar_pairs(ax, names: list[str], base: list, after: list, ylabel: str,
                chance: list | None) -> None:
     x = list(range(len(names)))

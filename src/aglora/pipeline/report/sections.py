@@ -29,6 +29,7 @@ from aglora.pipeline.eval.metrics import (
     MIN_FAMILY_KNOWN,
     verdict_line,
 )
+from aglora.pipeline.eval.answers import LABELS as ANSWER_LABELS
 from aglora.pipeline.eval.text_stats import leaks
 from aglora.pipeline.report.document import (
     Block,
@@ -42,6 +43,7 @@ from aglora.pipeline.report.document import (
     family_order,
 )
 from aglora.pipeline.report.figures import (
+    plot_answer_shares,
     plot_families,
     plot_mask_per_layer,
     plot_saliency,
@@ -54,6 +56,7 @@ from aglora.runtime.format import (
     dig,
     fmt,
     fmt_int,
+    fmt_pct,
     human_bytes,
     is_number,
 )
@@ -223,11 +226,18 @@ def truncate(text: str, limit: int = MAX_ANSWER_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _leak_mark(gens: Any, patterns: list[str]) -> tuple[str, str]:
-    """(greedy answer, mark) for one side of a probe."""
+_LABEL_MARKS = {"leak": "✗ leak", "mangled": "✗ mangled name", "refusal": "✓ refusal",
+                "looping": "✗ looping", "other": "✓ other answer"}
+
+
+def _answer_mark(gens: Any, labels: Any, patterns: list[str]) -> tuple[str, str]:
+    """(greedy answer, what it is) for one side of a probe: its label from the evaluation
+    (`answers.classify`), or for an older run without labels, the leak patterns alone."""
     if not isinstance(gens, list) or not gens:
         return DASH, DASH
     greedy = str(gens[0])
+    if isinstance(labels, list) and labels and str(labels[0]) in _LABEL_MARKS:
+        return truncate(greedy), _LABEL_MARKS[str(labels[0])]
     if not patterns:
         return truncate(greedy), DASH
     return truncate(greedy), "✗ leak" if leaks(greedy, patterns) else "✓ clean"
@@ -256,17 +266,56 @@ def responses_section(inputs: RunInputs) -> list[Block]:
         prompt = str(p.get("prompt", ""))
         if p.get("prefix"):
             prompt += f" ⟶ {p['prefix']}"
-        base, base_mark = _leak_mark(p.get("base_generations"), patterns)
-        after, after_mark = _leak_mark(p.get("after_generations"), patterns)
+        base, base_mark = _answer_mark(p.get("base_generations"), p.get("base_labels"), patterns)
+        after, after_mark = _answer_mark(p.get("after_generations"), p.get("after_labels"),
+                                         patterns)
         rows.append([f"{p.get('split', '?')}/{p.get('family', '?')}", truncate(prompt), base,
                      base_mark, after, after_mark])
-    blocks.append(Note("Greedy answers; the leak mark applies each probe's leak patterns "
-                       "(case-insensitive regex) to the answer beside it."))
-    blocks.append(Table(["family", "prompt", "base answer", "base leak", "unlearned answer",
-                         "unlearned leak"], rows))
+    blocks.append(Note("Greedy answers, each with what it is: a leak (matches the probe's leak "
+                       "patterns), a mangled name (a near miss of the concept's name), a "
+                       "refusal, a loop, or another answer (docs/metrics.md)."))
+    blocks.append(Table(["family", "prompt", "base answer", "base: what it is",
+                         "unlearned answer", "unlearned: what it is"], rows))
     if inputs.bad_probe_lines:
         blocks.append(Note(f"{inputs.bad_probe_lines} malformed line(s) of "
                            "probe_results.jsonl were skipped."))
+    return blocks
+
+
+def _share_arrow(group: dict, label: str) -> str:
+    b = dig(group, "base", "shares", label)
+    a = dig(group, "after", "shares", label)
+    return f"{fmt_pct(b)} → {fmt_pct(a)}"
+
+
+def answers_section(metrics: dict, fig_dir: Path) -> list[Block]:
+    """What the model says: the label shares per split (base → after), fluency of the forget
+    answers, and the shares per forget family as a figure."""
+    answers = metrics.get("answers")
+    blocks: list[Block] = [Heading("What is said instead")]
+    splits = (answers or {}).get("splits") if isinstance(answers, dict) else None
+    if not isinstance(splits, dict) or not splits:
+        blocks.append(Note("Skipped: metrics.json has no answer classification."))
+        return blocks
+    order = [s for s in ("forget", "neighbor", "utility") if s in splits]
+    rows = [[s, fmt_int(dig(splits[s], "after", "n_generations")),
+             *[_share_arrow(splits[s], k) for k in ANSWER_LABELS]] for s in order]
+    blocks.append(Table(["split", "generations", *ANSWER_LABELS], rows))
+    f = splits.get("forget") or {}
+    if f:
+        blocks.append(Table(["forget answers", "base → after"], [
+            ["3-gram repetition", f"{fmt(dig(f, 'base', 'repetition'))} → "
+                                  f"{fmt(dig(f, 'after', 'repetition'))}"],
+            ["distinct-2", f"{fmt(dig(f, 'base', 'distinct2'))} → "
+                           f"{fmt(dig(f, 'after', 'distinct2'))}"],
+            ["base model's NLL per token of the greedy answer", _arrow(f.get("base_nll"))]]))
+    blocks.append(Note("Shares of all generations (greedy and samples). A refusal on neighbour "
+                       "or utility probes is over-refusal; a mangled name is a near miss of "
+                       "the concept's name that its leak patterns do not catch."))
+    path = fig_dir / "answers.png"
+    if plot_answer_shares(answers, path):
+        blocks.append(Figure(path, "figures/answers.png",
+                             "What the forget answers are, per family, before and after."))
     return blocks
 
 
