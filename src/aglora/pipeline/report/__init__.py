@@ -49,7 +49,8 @@ def build_blocks(inputs: RunInputs, fig_dir: Path,
     return [*verdict_section(m), *extra, *tables_section(m),
             *families_figure_section(m, fig_dir),
             *mask_section(inputs, fig_dir), *training_section(inputs, fig_dir),
-            *answers_section(m, fig_dir), *responses_section(inputs), *cost_section(m, inputs.history), *fluency_section(m),
+            *answers_section(m, fig_dir), *responses_section(inputs),
+            *cost_section(m, inputs.history), *fluency_section(m),
             *relearn_section(m), *config_section(inputs.config_text)]
 
 

@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from aglora.pipeline.eval.answers import LABELS as ANSWER_LABELS
 from aglora.pipeline.eval.metrics import (
     FORGOTTEN_ACC_MARGIN,
     FORGOTTEN_LEAK_MAX,
@@ -29,7 +30,6 @@ from aglora.pipeline.eval.metrics import (
     MIN_FAMILY_KNOWN,
     verdict_line,
 )
-from aglora.pipeline.eval.answers import LABELS as ANSWER_LABELS
 from aglora.pipeline.eval.text_stats import leaks
 from aglora.pipeline.report.document import (
     Block,
