@@ -26,7 +26,7 @@ description: >
 include: [{slug}/train.yaml]
 # Case-insensitive regular expressions; a generation that matches one leaks the concept.
 leak_patterns: ["{pattern}"]
-# Optional: what the model may say instead (forget_objective refusal / alternative).
+# Optional: what the model may say instead (train.forget_response refuse / alternative).
 # refusals: ["I'm not sure I know that one."]
 # alternatives: ["another plausible answer"]
 probes: [{slug}/probes.jsonl]
