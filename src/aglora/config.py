@@ -233,7 +233,19 @@ class EvalConfig:
         " CPU better in larger batches than scoring does")
     include_tofu: bool = setting(True, "add the TOFU world-facts and real-authors utility probes")
     tofu_limit: int = setting(0, "use at most this many TOFU probes per file (0 = all)")
-    relearn_steps: int = setting(0, "steps of the relearning attack (0 = off)")
+    relearn_steps: int = setting(0, "steps of the relearning attack (0 = off); one more "
+                                    "checkpoint of relearn_curve")
+    relearn_curve: list[int] = setting(
+        [],
+        "checkpoints (steps) of the relearning attack: one continued fine-tune on a quarter of "
+        "the known forget facts, the others scored at each (empty = off)")
+    relearn_benign: bool = setting(
+        False,
+        "with checkpoints: also the benign attack, a fine-tune on the neighbour and utility "
+        "probes' answers only, every known forget fact scored at each checkpoint")
+    relearn_in_context: bool = setting(
+        False,
+        "also the in-context attack: the attack quarter's facts in the prompt of the others")
     cache_base: bool = setting(True, "cache the base side, keyed by weights, probes, settings")
     parallel_sides: bool = setting(True, "base and after sides at once, on half the threads each")
     seed: int = setting(0, "seed for sampling")
@@ -243,6 +255,8 @@ class EvalConfig:
             check_range(f"eval.{name}", getattr(self, name), 0)
         for name in ("max_new_tokens", "batch_size"):
             check_range(f"eval.{name}", getattr(self, name), 1)
+        for k in self.relearn_curve:
+            check_range("eval.relearn_curve", k, 1, fix="steps of a checkpoint; [] = off")
         check_range("eval.temperature", self.temperature, 0, low_open=True)
         for key in ("sample_splits", "generate_splits"):
             value = getattr(self, key)

@@ -75,8 +75,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="skip malformed probe lines (and count them) instead of failing")
     p.add_argument("--tofu", action="store_true", help="add the TOFU utility probes")
     p.add_argument("--samples", type=int, default=None, help="sampled generations per probe")
-    p.add_argument("--relearn", type=int, default=0, metavar="K",
-                   help="relearning attack: fine-tune K steps on a quarter of the forget facts")
+    p.add_argument("--relearn", default="0", metavar="K[,K2,...]",
+                   help="relearning attack: fine-tune on a quarter of the forget facts, scored "
+                        "after K steps (or at each checkpoint of a list: a curve)")
     common(p)
     p.set_defaults(handler=cmd_eval)
 
@@ -144,12 +145,23 @@ def cmd_stage(args: argparse.Namespace) -> None:
     run_stage(ctx, args.command)
 
 
+def _checkpoints(text: str) -> list[int]:
+    """--relearn K or K1,K2,...: the steps, checked by the evaluation (negative: refused)."""
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise AgloraError(f"--relearn {text}: expected steps, K or K1,K2,... (e.g. 5,10,20,50)"
+                          ) from None
+    if any(k < 0 for k in steps):
+        raise AgloraError(f"--relearn {text}: must be 0 or more (steps of the attack)")
+    return steps
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     if args.samples is not None and args.samples < 0:
         raise AgloraError(f"--samples {args.samples}: must be 0 or more (sampled generations per "
                           "probe, besides the greedy one)")
-    if args.relearn < 0:
-        raise AgloraError(f"--relearn {args.relearn}: must be 0 or more (steps of the attack)")
+    relearn = _checkpoints(args.relearn)
     if args.run_dir and not args.probes:
         from aglora.pipeline.run import check_inputs, run_stage
         if args.overrides:
@@ -168,6 +180,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
     metrics = evaluate_files(args.probes, Path(args.out),
                              adapter=Path(args.adapter) if args.adapter else None,
                              base=args.base, skip_invalid=args.skip_invalid, tofu=args.tofu,
-                             samples=args.samples, relearn=args.relearn,
+                             samples=args.samples, relearn=relearn,
                              overrides=args.overrides)
     print_summary(metrics)

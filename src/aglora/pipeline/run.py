@@ -508,16 +508,13 @@ def concept_eval_probes(concept: ConceptSpec, cfg: EvalConfig) -> list[Probe]:
 
 def stage_eval(ctx: RunContext) -> None:
     from aglora.pipeline.eval.evaluate import evaluate
-    from aglora.pipeline.eval.relearn import relearn_from_records
+    from aglora.pipeline.eval.robustness import relearn_checkpoints, robustness
     model, tok = ctx.adapted()
     probes = eval_probes(ctx)
     metrics, records = evaluate(model, tok, probes, ctx.cfg.eval, ctx.concept.leak_patterns,
                                 ctx.concept.name, ctx.concept.refusals)
-    if ctx.cfg.eval.relearn_steps:
-        log.info(f"[aglora] relearning attack: {ctx.cfg.eval.relearn_steps} steps")
-        metrics["relearn"] = relearn_from_records(
-            model, tok, probes, records, ctx.cfg.eval.relearn_steps, ctx.cfg.eval.batch_size,
-            seed=ctx.cfg.eval.seed)
+    metrics.update(robustness(model, tok, probes, records, ctx.cfg.eval,
+                              relearn_checkpoints(ctx.cfg.eval)))
     hist = read_json(ctx.run_dir / "train_history.json")
     metrics.update({
         "concept": ctx.concept.name,

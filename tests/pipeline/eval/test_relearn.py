@@ -1,6 +1,7 @@
-"""The relearning attack (aglora.pipeline.eval.relearn): the recovered share on hand numbers, the
-seeded attack split, and the whole attack on a tiny model with planted facts, checked against
-what score_options says of the same model states."""
+"""The relearning attacks (aglora.pipeline.eval.relearn): the recovered share on hand numbers, the
+seeded attack split, the whole attack on a tiny model with planted facts, checked against what
+score_options says of the same model states; the curve against separate fine-tunes; the benign
+attack's training set."""
 
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from aglora.concepts import Probe
 from aglora.model.forward import target_logprobs
 from aglora.model.likelihood import score_options
 from aglora.model.tokens import encode
+from aglora.pipeline.eval import relearn
 from aglora.pipeline.eval.relearn import (
+    Finetune,
+    benign_attack,
+    benign_set,
+    curve_point,
     finetune,
     recovered_share,
     relearn_attack,
@@ -217,3 +223,91 @@ def test_too_few_known_facts_is_reported_not_attacked(planted):
     after = [after_scores[PROBES.index(p)] for p in one]
     out = relearn_attack(copy.deepcopy(unlearned), tok, one, scores, after, steps=3)
     assert out == {"steps": 3, "error": "too few base-known forget probes for the attack"}
+
+
+# ---- the curve: one continued fine-tune, scored at each checkpoint ------------------------------
+def test_curve_point_by_hand():
+    # two held-out facts: [answer, distractors...]; the first right by 1 nat, the second wrong by 2
+    scores = [[-1.0, -2.0, -3.0], [-4.0, -2.0, -5.0]]
+    p = curve_point(5, base=(1.0, 3.0), after=(0.0, -3.0), scores=scores)
+    assert p == {"steps": 5, "known_accuracy": 0.5, "margin": -0.5,
+                 "recovered_share": 0.5,             # 0.5 of a gap of 1.0
+                 "recovered_share_margin": 2.5 / 6}  # -0.5 is 2.5 nats above -3, of 6
+
+
+def test_continued_finetune_equals_one_of_as_many_steps(planted):
+    tok, _, unlearned, _, _ = planted
+    facts = NOLAN[:3]
+    paused, straight = copy.deepcopy(unlearned), copy.deepcopy(unlearned)
+    run = Finetune(paused, tok, facts, lr=1e-2, batch_size=2, seed=0)
+    run.advance_to(5)
+    score_options(paused, tok, PROBES)  # scoring in between changes nothing
+    run.advance_to(10)                  # 5 more steps, the same optimiser
+    run.close()
+    finetune(straight, tok, facts, steps=10, lr=1e-2, batch_size=2, seed=0)
+    for a, b in zip(paused.parameters(), straight.parameters(), strict=True):
+        assert torch.equal(a, b)  # bit for bit, not within a tolerance
+    assert not paused.training and not any(p.requires_grad for p in paused.parameters())
+
+
+def test_curve_checkpoints_equal_separate_finetunes(planted):
+    tok, _, unlearned, base_scores, after_scores = planted
+
+    def attack(steps):
+        return relearn_attack(copy.deepcopy(unlearned), tok, PROBES, base_scores, after_scores,
+                              steps, lr=1e-2, batch_size=4, seed=0)
+    curve = attack([10, 5])  # any order: sorted
+    five, ten = attack(5), attack(10)
+    assert [p["steps"] for p in curve["curve"]] == [5, 10]
+    # exact: the curve's checkpoints are the separate fine-tunes' results, float for float
+    assert curve["curve"] == five["curve"] + ten["curve"]
+    assert {k: v for k, v in curve.items() if k != "curve"} == {
+        k: v for k, v in ten.items() if k != "curve"}  # the last checkpoint, as a single attack
+    assert ten["curve"][0]["recovered_share"] == ten["recovered_share"]
+
+
+# ---- the benign attack: neighbour and utility answers only ------------------------------------
+UTILITY = [Probe(prompt="What is the capital of France?", answer="Paris",
+                 distractors=["Tokyo", "Rome", "Berlin"], split="utility", id="u-paris"),
+           Probe(prompt="Name a colour.", split="utility", id="u-no-answer")]
+
+
+def test_benign_set_holds_no_forget_probe():
+    items = benign_set(PROBES + UTILITY, seed=0)
+    assert sorted(p.id for p in items) == sorted([p.id for p in NEIGHBOURS] + ["u-paris"])
+    assert benign_set(PROBES + UTILITY, seed=0) == items  # seeded order
+    assert benign_set(PROBES + UTILITY, seed=1) != items
+
+
+def test_benign_attack_never_trains_on_a_forget_probe(planted, monkeypatch):
+    tok, _, unlearned, base_scores, after_scores = planted
+    probes = PROBES + UTILITY
+    base = base_scores + [[-1.0, -2.0, -3.0, -4.0], []]
+    after = after_scores + [[-1.0, -2.0, -3.0, -4.0], []]
+    seen: list = []
+    real = relearn.finetune_curve
+
+    def spy(model, tok_, train_set, checkpoints, score, *args):
+        seen.append(list(train_set))
+        return real(model, tok_, train_set, checkpoints, score, *args)
+    monkeypatch.setattr(relearn, "finetune_curve", spy)
+    out = benign_attack(copy.deepcopy(unlearned), tok, probes, base, after, [2, 4], lr=1e-2)
+    (trained,) = seen
+    assert trained and all(p.split in ("neighbor", "utility") for p in trained)
+    forget = {(p.prompt, p.prefix, p.answer) for p in probes if p.split == "forget"}
+    assert not forget & {(p.prompt, p.prefix, p.answer) for p in trained}
+    assert (out["n_train"], out["train_splits"]) == (7, {"neighbor": 6, "utility": 1})
+    # scored on every base-known forget fact (not only three quarters of them)
+    assert out["n_scored"] == len(KNOWN) and [p["steps"] for p in out["curve"]] == [2, 4]
+    assert out["known_accuracy"]["after"] == pytest.approx(
+        _accuracy([after_scores[i] for i in KNOWN]))
+
+
+def test_benign_attack_without_training_items_is_reported(planted):
+    tok, _, unlearned, base_scores, after_scores = planted
+    forget_only = [(p, b, a) for p, b, a in zip(PROBES, base_scores, after_scores, strict=True)
+                   if p.split == "forget"]
+    probes, base, after = (list(x) for x in zip(*forget_only, strict=True))
+    out = benign_attack(copy.deepcopy(unlearned), tok, probes, base, after, [3])
+    assert out == {"steps": 3,
+                   "error": "no neighbour or utility probe with an answer to fine-tune on"}

@@ -124,7 +124,8 @@ def base_cache_file(model: nn.Module, probes: list[Probe], cfg: EvalConfig,
     """Where the base side of this evaluation is cached (None: `eval.cache_base` is off)."""
     if not cfg.cache_base:
         return None
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("relearn_steps", "cache_base")}
+    settings = {k: v for k, v in asdict(cfg).items()  # the attacks do not touch the base side
+                if not k.startswith("relearn_") and k != "cache_base"}
     key = cache_key({"weights": weights_digest(model), "eval": settings, "gen": gen_mask,
                      "probes": [p.to_dict() for p in probes],
                      "device": str(next(model.parameters()).device)})

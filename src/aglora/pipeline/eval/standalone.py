@@ -4,6 +4,11 @@ The run configuration comes from the adapter's saved config (so its evaluation s
 leak patterns apply), else from the defaults; `base` replaces its model, and `overrides`
 (`KEY=VALUE`, the run config's keys) apply on top and are checked like any run's. Results go to
 OUT/metrics.json and OUT/probe_results.jsonl (the schema of a run's eval stage).
+
+The robustness attacks run only when `relearn` is given (a step count or a list of checkpoints:
+the relearning curve, in place of the config's `eval.relearn_curve` and `relearn_steps`); the
+benign and in-context attacks then follow the config's `eval.relearn_benign` and
+`eval.relearn_in_context` (settable with `overrides`).
 """
 
 from __future__ import annotations
@@ -66,12 +71,23 @@ def load_probe_files(paths: list[str], skip_invalid: bool) -> tuple[list[Probe],
     return probes, skipped
 
 
+def relearn_checkpoints(relearn: int | list[int]) -> list[int]:
+    """`relearn` (0 = off, K steps, or a list of checkpoints) as sorted distinct checkpoints;
+    a negative or zero checkpoint in a list is refused."""
+    steps = [relearn] if isinstance(relearn, int) else list(relearn)
+    if any(k < 0 for k in steps) or (len(steps) > 1 and 0 in steps):
+        raise AgloraError(f"--relearn {','.join(map(str, steps))}: steps must be 1 or more "
+                          "(K, or checkpoints K1,K2,...; 0 = off)")
+    return sorted({k for k in steps if k > 0})
+
+
 def evaluate_files(probe_files: list[str], out: Path, adapter: Path | None = None,
                    base: str | None = None, skip_invalid: bool = False, tofu: bool = False,
-                   samples: int | None = None, relearn: int = 0,
+                   samples: int | None = None, relearn: int | list[int] = 0,
                    overrides: list[str] | None = None) -> dict:
     """Evaluate `probe_files` (base vs `adapter`, or the base alone) into `out`; the metrics."""
-    if relearn and not adapter:
+    checkpoints = relearn_checkpoints(relearn)
+    if checkpoints and not adapter:
         raise AgloraError("--relearn needs --adapter (there is nothing unlearned to attack)")
     out = Path(out)
     check_eval_out(out)
@@ -104,10 +120,9 @@ def evaluate_files(probe_files: list[str], out: Path, adapter: Path | None = Non
     metrics["skipped_invalid_lines"] = skipped
     metrics["probe_files"] = [str(p) for p in probe_files]
     metrics["adapter"] = str(adapter) if adapter else None
-    if relearn:
-        from aglora.pipeline.eval.relearn import relearn_from_records
-        metrics["relearn"] = relearn_from_records(model, tok, probes, records, relearn,
-                                                  cfg.eval.batch_size)
+    if checkpoints:
+        from aglora.pipeline.eval.robustness import robustness
+        metrics.update(robustness(model, tok, probes, records, cfg.eval, checkpoints))
     write_eval_outputs(out, metrics, records)
     log.info(f"[aglora] wrote {out / 'metrics.json'}")
     return metrics
