@@ -155,3 +155,45 @@ def test_eval_on_a_new_probe_file_with_bad_lines_skipped(capsys, tmp_path, tiny_
     # Without an adapter the model is the base model: after equals base.
     assert metrics["splits"]["utility"]["accuracy_all"]["base"] == \
         metrics["splits"]["utility"]["accuracy_all"]["after"]
+
+
+@pytest.mark.slow
+def test_run_and_standalone_eval_run_the_robustness_attacks(capsys, tmp_path, concept_path,
+                                                            tiny_dir):
+    cfg = _config(tmp_path, concept_path, tiny_dir, eval__relearn_curve=[1, 2],
+                  eval__relearn_benign=True, eval__relearn_in_context=True)
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    printed = capsys.readouterr().out
+    for key, line in (("relearn", "relearning attack: "), ("relearn_benign", "benign relearning"),
+                      ("relearn_in_context", "in-context attack: ")):
+        assert key in metrics and line in printed
+    if "error" not in metrics["relearn"]:
+        assert [p["steps"] for p in metrics["relearn"]["curve"]] == [1, 2]
+    assert [p["steps"] for p in metrics["relearn_benign"]["curve"]] == [1, 2]
+    assert "Relearning attacks" in (out / "report.md").read_text()
+    # standalone: --relearn gives the checkpoints; the benign and in-context attacks follow the
+    # adapter's config, here turned off by --set
+    ev = tmp_path / "ev"
+    assert main(["eval", "--adapter", str(out), "--probes", str(concept_path.parent /
+                                                                "probes.jsonl"),
+                 "--out", str(ev), "--relearn", "1,3", "--set", "eval.relearn_benign=false",
+                 "--set", "eval.relearn_in_context=false"]) == 0
+    alone = json.loads((ev / "metrics.json").read_text())
+    assert "relearn" in alone and "relearn_benign" not in alone
+    assert "relearn_in_context" not in alone
+    if "error" not in alone["relearn"]:
+        assert [p["steps"] for p in alone["relearn"]["curve"]] == [1, 3]
+
+
+def test_standalone_relearn_takes_checkpoints_and_refuses_bad_ones(capsys, tmp_path):
+    from aglora.pipeline.eval.standalone import relearn_checkpoints
+    assert relearn_checkpoints(0) == [] and relearn_checkpoints(20) == [20]
+    assert relearn_checkpoints([50, 5, 10, 20, 10]) == [5, 10, 20, 50]
+    probes = write_probe_file(tmp_path / "p.jsonl", [{"prompt": "a?", "split": "forget"}])
+    argv = ["eval", "--probes", str(probes), "--out", str(tmp_path / "o"), "--relearn"]
+    assert "--relearn 5,x: expected steps" in _error(capsys, [*argv, "5,x"])
+    assert "--relearn 5,0: steps must be 1 or more" in _error(capsys, [*argv, "5,0"])
+    assert "--relearn needs --adapter" in _error(capsys, [*argv, "5,10"])
+    assert not (tmp_path / "o").exists()

@@ -29,18 +29,58 @@ def print_summary(metrics: dict) -> None:
                 for s, name in (("neighbor", "neighbours"), ("utility", "utility"))
                 if answers.get(s)]
         print(line + ("; refusals elsewhere: " + ", ".join(over) if over else ""))
-    relearn = metrics.get("relearn")
-    if relearn:
-        ka = relearn["known_accuracy"]
-        print(f"relearning attack: {relearn['steps']} steps on {relearn['n_train']} forget facts "
-              f"bring the other {relearn['n_held']} from {fmt(ka['after'])} back to "
-              f"{fmt(ka['relearned'])} known accuracy (base {fmt(ka['base'])}): "
-              f"{100 * relearn['recovered_share']:.0f} % of the gap recovered")
+    print_attacks(metrics)
     if metrics.get("splits", {}).get("forget"):
         print("VERDICT: " + verdict_line(metrics))
     if "trainable_params" in metrics:
         print(f"trainable params {metrics['trainable_params']:,} "
               f"({100 * metrics['trainable_share']:.3f} % of base)")
+
+
+def _curve(attack: dict) -> str:
+    """'5: 10 % / 22 %, 10: ...': recovered share of accuracy / margin per checkpoint."""
+    return ", ".join(f"{p['steps']}: {fmt_pct(p.get('recovered_share'), 0)} / "
+                     f"{fmt_pct(p.get('recovered_share_margin'), 0)}"
+                     for p in attack.get("curve") or [])
+
+
+def _relearn_lines(r: dict) -> list[str]:
+    ka = r["known_accuracy"]
+    lines = [f"relearning attack: {r['steps']} steps on {r['n_train']} forget facts bring the "
+             f"other {r['n_held']} from {fmt(ka['after'])} back to {fmt(ka['relearned'])} known "
+             f"accuracy (base {fmt(ka['base'])}): {fmt_pct(r['recovered_share'], 0)} of the gap "
+             "recovered"]
+    if len(r.get("curve") or []) > 1:
+        lines.append(f"relearning curve, steps: recovered accuracy / margin {_curve(r)}")
+    return lines
+
+
+def _benign_lines(r: dict) -> list[str]:
+    return [f"benign relearning on {r['n_train']} neighbour and utility answers, all "
+            f"{r['n_scored']} known forget facts scored, steps: recovered accuracy / margin "
+            f"{_curve(r)}"]
+
+
+def _in_context_lines(r: dict) -> list[str]:
+    ka = r["known_accuracy"]
+    return [f"in-context attack: {r['n_context']} forget facts in the prompt bring the other "
+            f"{r['n_held']} from {fmt(ka['after'])} to {fmt(ka['after_with_context'])} known "
+            f"accuracy (base {fmt(ka['base'])}, base with them {fmt(ka['base_with_context'])}): "
+            f"{fmt_pct(r['recovered_share'], 0)} of the gap recovered (margin "
+            f"{fmt_pct(r['recovered_share_margin'], 0)})"]
+
+
+ATTACK_LINES = (("relearn", "relearning attack", _relearn_lines),
+                ("relearn_benign", "benign relearning", _benign_lines),
+                ("relearn_in_context", "in-context attack", _in_context_lines))
+
+
+def print_attacks(metrics: dict) -> None:
+    """A short line per robustness attack in `metrics` (nothing for one that is absent)."""
+    for key, name, lines in ATTACK_LINES:
+        r = metrics.get(key)
+        if r:
+            print("\n".join([f"{name}: {r['error']}"] if "error" in r else lines(r)))
 
 
 def print_recommendation(r: dict) -> None:

@@ -48,6 +48,27 @@ def fake_metrics(degenerate: bool = False, forget_acc: float = 0.0,
     }
 
 
+def _curve(*points: tuple[int, float, float, float]) -> list[dict]:
+    return [{"steps": s, "known_accuracy": a, "margin": 0.0, "recovered_share": r,
+             "recovered_share_margin": rm} for s, a, r, rm in points]
+
+
+def fake_robustness() -> dict:
+    """The three attacks' metrics.json keys, with hand numbers."""
+    ka = {"base": 1.0, "after": 0.2}
+    return {
+        "relearn": {"steps": 10, "n_train": 2, "n_held": 6, "known_accuracy": {
+            **ka, "relearned": 0.6}, "recovered_share": 0.5, "recovered_share_margin": 0.4,
+            "curve": _curve((5, 0.4, 0.25, 0.2), (10, 0.6, 0.5, 0.4))},
+        "relearn_benign": {"steps": 10, "n_train": 30, "n_scored": 8, "known_accuracy": {
+            **ka, "relearned": 0.3}, "curve": _curve((5, 0.2, 0.0, 0.05), (10, 0.3, 0.125, 0.1))},
+        "relearn_in_context": {"n_context": 2, "n_held": 6, "recovered_share": 0.75,
+                               "recovered_share_margin": 0.6,
+                               "known_accuracy": {**ka, "base_with_context": 1.0,
+                                                  "after_with_context": 0.8}},
+    }
+
+
 def fake_probe(i: int, split: str, family: str, base_gen: str, after_gen: str) -> dict:
     return {"id": f"p{i}", "split": split, "family": family, "format": "chat",
             "prompt": f"Question {i} <b>about</b> the film & its director?", "prefix": "",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aglora.pipeline.report import write_report
-from tests.pipeline.report.fakes import PNG_SIGNATURE, fake_metrics, fake_run
+from tests.pipeline.report.fakes import PNG_SIGNATURE, fake_metrics, fake_robustness, fake_run
 
 
 def _images(html_text: str) -> list[bytes]:
@@ -113,3 +113,23 @@ def test_missing_metrics_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(AgloraError):
         write_report(tmp_path)
+
+
+def test_report_draws_the_relearning_curves(tmp_path: Path) -> None:
+    run = fake_run(tmp_path, {**fake_metrics(), **fake_robustness()})
+    md, html_path = write_report(run)
+    md_text, html_text = md.read_text(encoding="utf-8"), html_path.read_text(encoding="utf-8")
+    assert "figures/relearning.png" in _md_figures(run, md_text)
+    assert "benign fine-tune" in md_text and "in context" in md_text
+    assert len(_images(html_text)) == len(_md_figures(run, md_text))
+    _assert_self_contained(html_text)
+
+
+def test_report_of_an_old_run_has_no_relearning_figure(tmp_path: Path) -> None:
+    metrics = fake_metrics()
+    del metrics["relearn"]
+    run = fake_run(tmp_path, metrics)
+    md, _ = write_report(run)
+    md_text = md.read_text(encoding="utf-8")
+    assert "Relearning attacks" not in md_text
+    assert not (run / "figures" / "relearning.png").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aglora.pipeline.report.sections import truncate, verdict
-from tests.pipeline.report.fakes import fake_metrics
+from tests.pipeline.report.fakes import fake_metrics, fake_robustness
 
 
 def test_not_forgotten(tmp_path: Path) -> None:
@@ -45,3 +45,43 @@ def test_answers_section_tables_the_shares_and_draws_the_families(tmp_path: Path
     assert "1.50 → 2.25" in render_markdown(blocks)
     assert any(isinstance(b, Figure) for b in blocks) and (tmp_path / "answers.png").is_file()
     assert "Skipped" in render_markdown(answers_section({}, tmp_path))
+
+
+def test_relearn_section_tables_every_checkpoint_and_draws_the_curves(tmp_path: Path) -> None:
+    from aglora.pipeline.report.document import Figure, Table
+    from aglora.pipeline.report.sections import relearn_section
+
+    blocks = relearn_section(fake_robustness(), tmp_path)
+    (table,) = [b for b in blocks if isinstance(b, Table)]
+    assert [r[0] for r in table.rows] == ["fine-tune", "fine-tune", "benign fine-tune",
+                                          "benign fine-tune", "in context"]
+    assert table.rows[1][3:] == ["10", "0.20 → 0.60 (base 1.00)", "50 %", "40 %"]
+    assert table.rows[2][3:] == ["5", "0.20 → 0.20 (base 1.00)", "0 %", "5 %"]
+    assert table.rows[4][1] == "2 known forget facts in the prompt"
+    assert table.rows[4][4:] == ["0.20 → 0.80 (base 1.00; base with them 1.00)", "75 %", "60 %"]
+    (figure,) = [b for b in blocks if isinstance(b, Figure)]
+    assert figure.rel == "figures/relearning.png"
+    assert (tmp_path / "relearning.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_relearn_section_skips_cleanly_for_older_metrics(tmp_path: Path) -> None:
+    from aglora.pipeline.report.document import Figure, Note, Table, render_markdown
+    from aglora.pipeline.report.sections import relearn_section
+
+    assert relearn_section({}, tmp_path) == []  # no attack: no section
+    # a single attack from before the curve: one row, no figure
+    old = {"relearn": {"steps": 20, "lr": 1e-5, "n_train": 15, "n_held": 46,
+                       "known_accuracy": {"base": 1.0, "after": 0.2, "relearned": 0.35},
+                       "recovered_share": 0.1875, "recovered_share_margin": 0.24}}
+    blocks = relearn_section(old, tmp_path)
+    (table,) = [b for b in blocks if isinstance(b, Table)]
+    assert table.rows == [["fine-tune", "a quarter of the known forget facts",
+                           "the other known forget facts", "20", "0.20 → 0.35 (base 1.00)",
+                           "19 %", "24 %"]]
+    assert not any(isinstance(b, Figure) for b in blocks)
+    assert not (tmp_path / "relearning.png").exists()
+    # an attack that could not run is a note, not a row
+    failed = relearn_section({"relearn_in_context": {"error": "too few"}}, tmp_path)
+    assert not any(isinstance(b, Table) for b in failed)
+    assert any(isinstance(b, Note) and "relearn_in_context: too few" in b.text for b in failed)
+    assert "Relearning attacks" in render_markdown(failed)

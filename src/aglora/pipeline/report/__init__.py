@@ -5,7 +5,8 @@ is required; `probe_results.jsonl`, `train_history.json`, `scores.safetensors`, 
 `config.yaml` are optional, and a missing one only skips its section) and writes:
 
 * `figures/*.png` - family accuracies and leak rates, the saliency heatmap with the selected
-  neurons, selected neurons per layer, and the training curves (`figures`);
+  neurons, selected neurons per layer, the training curves and the relearning curves
+  (`figures`);
 * `report.md` - the report, figures referenced by relative path;
 * `report.html` - the same report with the figures inlined as base64 data URIs, so the file can
   be mailed or archived alone (no scripts, no external links or stylesheets).
@@ -51,7 +52,7 @@ def build_blocks(inputs: RunInputs, fig_dir: Path,
             *mask_section(inputs, fig_dir), *training_section(inputs, fig_dir),
             *answers_section(m, fig_dir), *responses_section(inputs),
             *cost_section(m, inputs.history), *fluency_section(m),
-            *relearn_section(m), *config_section(inputs.config_text)]
+            *relearn_section(m, fig_dir), *config_section(inputs.config_text)]
 
 
 def write_report(run_dir: Path, extra_sections: Sequence[Section] = ()) -> tuple[Path, Path]:

@@ -1,7 +1,8 @@
 """The report's figures (matplotlib, Agg backend, written atomically as PNG).
 
 Family accuracies and leak rates (base vs after, chance marked), the layer x neuron score heatmap
-with the selected neurons, selected neurons per layer, and the training curves. Every plot reads
+with the selected neurons, selected neurons per layer, the training curves, and the relearning
+curves (recovered share vs steps). Every plot reads
 values defensively: a missing or non-finite number is drawn as absent, never raises.
 """
 
@@ -227,5 +228,53 @@ def plot_training(history: list[dict], path: Path) -> bool:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True
+
+
+RELEARN_CURVES = (("relearn", "fine-tune on forget facts (others scored)", "#d9534f"),
+                  ("relearn_benign", "benign fine-tune (neighbour + utility)", "#4a76c4"))
+
+
+def _curve_series(attack: Any, key: str) -> tuple[list[float], list[float]]:
+    """(steps, recovered share `key`) of an attack's curve, the finite points only."""
+    xs, ys = [], []
+    for p in (attack.get("curve") if isinstance(attack, dict) else None) or []:
+        if isinstance(p, dict) and is_number(p.get("steps")) and is_number(p.get(key)):
+            xs.append(as_float(p["steps"]))
+            ys.append(as_float(p[key]))
+    return xs, ys
+
+
+def plot_relearning(metrics: dict, path: Path) -> bool:
+    """Recovered share vs fine-tuning steps, accuracy and margin side by side: the relearning
+    curve and the benign one, the in-context attack as a dotted level (no training). False (and
+    nothing written) when no attack has a curve point."""
+    panels = (("recovered_share", "known accuracy"), ("recovered_share_margin", "margin"))
+    if not any(_curve_series(metrics.get(k), key)[0]
+               for k, _, _ in RELEARN_CURVES for key, _ in panels):
+        return False
+    fig = _figure_module()(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
+    in_context = metrics.get("relearn_in_context")
+    steps = sorted({x for k, _, _ in RELEARN_CURVES for key, _ in panels
+                    for x in _curve_series(metrics.get(k), key)[0]})
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        ax.set_xticks(steps)
+        for name, label, colour in RELEARN_CURVES:
+            xs, ys = _curve_series(metrics.get(name), key)
+            if xs:
+                ax.plot(xs, ys, marker="o", markersize=4, color=colour, label=label)
+        level = in_context.get(key) if isinstance(in_context, dict) else None
+        if is_number(level):
+            ax.axhline(as_float(level), color="#2e8b57", linestyle=":", linewidth=1.6,
+                       label="facts in the prompt (no training)")
+        ax.axhline(0.0, color="#999", linewidth=0.8)
+        ax.axhline(1.0, color="#999", linewidth=0.8, linestyle="--")
+        ax.set_title(f"Recovered share of the {title} gap")
+        ax.set_xlabel("fine-tuning steps")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("recovered share (0 = none, 1 = base)")
+    axes[0].legend(fontsize=7, loc="best")
     _save(fig, path)
     return True

@@ -16,7 +16,6 @@ carry the same sections. Every file is written atomically.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from aglora.pipeline.report.figures import (
     plot_answer_shares,
     plot_families,
     plot_mask_per_layer,
+    plot_relearning,
     plot_saliency,
     plot_training,
 )
@@ -366,14 +366,69 @@ def fluency_section(metrics: dict) -> list[Block]:
     return blocks
 
 
-def relearn_section(metrics: dict) -> list[Block]:
-    relearn = metrics.get("relearn")
-    if not isinstance(relearn, dict):
+RELEARN_ATTACKS = (
+    ("relearn", "fine-tune", "a quarter of the known forget facts", "the other known forget facts"),
+    ("relearn_benign", "benign fine-tune", "neighbour and utility answers",
+     "every known forget fact"))
+
+
+def _curve_points(r: dict) -> list[dict]:
+    """An attack's curve; an older single attack (no `curve`) as its one point."""
+    curve = [p for p in r.get("curve") or [] if isinstance(p, dict)]
+    return curve or [{"steps": r.get("steps"),
+                      "known_accuracy": dig(r, "known_accuracy", "relearned"),
+                      "recovered_share": r.get("recovered_share"),
+                      "recovered_share_margin": r.get("recovered_share_margin")}]
+
+
+def _finetune_rows(metrics: dict) -> list[list[str]]:
+    rows = []
+    for key, name, trained, scored in RELEARN_ATTACKS:
+        r = metrics.get(key)
+        if not isinstance(r, dict) or "error" in r:
+            continue
+        base, after = dig(r, "known_accuracy", "base"), dig(r, "known_accuracy", "after")
+        rows += [[name, trained, scored, fmt_int(p.get("steps")),
+                  f"{fmt(after)} → {fmt(p.get('known_accuracy'))} (base {fmt(base)})",
+                  fmt_pct(p.get("recovered_share"), 0),
+                  fmt_pct(p.get("recovered_share_margin"), 0)] for p in _curve_points(r)]
+    return rows
+
+
+def _in_context_rows(metrics: dict) -> list[list[str]]:
+    r = metrics.get("relearn_in_context")
+    if not isinstance(r, dict) or "error" in r:
         return []
-    rows = [[str(k), fmt(v, 3) if isinstance(v, float) else
-             (json.dumps(v) if isinstance(v, (dict, list)) else str(v))]
-            for k, v in relearn.items()]
-    return [Heading("Relearning attack"), Table(["", "value"], rows)]
+    ka = r.get("known_accuracy") or {}
+    return [["in context", f"{fmt_int(r.get('n_context'))} known forget facts in the prompt",
+             f"the other {fmt_int(r.get('n_held'))}", DASH,
+             f"{fmt(ka.get('after'))} → {fmt(ka.get('after_with_context'))} (base "
+             f"{fmt(ka.get('base'))}; base with them {fmt(ka.get('base_with_context'))})",
+             fmt_pct(r.get("recovered_share"), 0), fmt_pct(r.get("recovered_share_margin"), 0)]]
+
+
+def relearn_section(metrics: dict, fig_dir: Path) -> list[Block]:
+    """The robustness attacks: a table of every checkpoint and the curves' figure."""
+    present = {k: metrics[k] for k in ("relearn", "relearn_benign", "relearn_in_context")
+               if isinstance(metrics.get(k), dict)}
+    if not present:
+        return []
+    blocks: list[Block] = [Heading("Relearning attacks")]
+    rows = _finetune_rows(metrics) + _in_context_rows(metrics)
+    if rows:
+        blocks.append(Table(["attack", "trained on / given", "scored on", "steps",
+                             "known accuracy after → attacked", "recovered (accuracy)",
+                             "recovered (margin)"], rows))
+    blocks += [Note(f"{key}: {r['error']}") for key, r in present.items() if "error" in r]
+    blocks.append(Note("Recovered share = (attacked − after) / (base − after): 0 = nothing came "
+                       "back, 1 = back to the base model. Fine-tunes train every weight (full "
+                       "AdamW), one continued run scored at each checkpoint."))
+    path = fig_dir / "relearning.png"
+    if plot_relearning(metrics, path):
+        blocks.append(Figure(path, "figures/relearning.png",
+                             "Recovered share vs fine-tuning steps, accuracy and margin: the "
+                             "relearning and benign curves, the in-context attack as a level."))
+    return blocks
 
 
 def config_section(config_text: str | None) -> list[Block]:
