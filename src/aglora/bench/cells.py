@@ -28,9 +28,10 @@ from aglora.methods import apply_method
 from aglora.methods.base import MethodInputs
 from aglora.model.adapter import merged_copy
 from aglora.model.identity import weights_digest
-from aglora.pipeline.eval.sides import kl_between
+from aglora.pipeline.eval.sides import SideResult, kl_between
 from aglora.runtime.artifacts import (
     load_tensors,
+    read_json,
     save_tensors,
 )
 from aglora.runtime.cache import cache_key, cached_json
@@ -97,7 +98,6 @@ def shared_scores(model: nn.Module, tok, concept: ConceptSpec, run: RunConfig, o
 def shared_base_side(model: nn.Module, tok, probes: list[Probe], s: BenchSettings, out: Path,
                      log=_log.info):
     """The base model's side of every evaluation, computed once and cached."""
-    from aglora.pipeline.eval.sides import SideResult
     key = cache_key({"probes": [p.to_dict() for p in probes], "eval": to_dict(s.run.eval),
                      "gen": s.eval.generate_splits, "model": weights_digest(model)})
 
@@ -110,6 +110,28 @@ def shared_base_side(model: nn.Module, tok, probes: list[Probe], s: BenchSetting
 
     data = cached_json(out / "shared" / "base_side.json", compute, key=key)
     return SideResult(data["scores"], data["lengths"], data["generations"]), data["seconds"]
+
+
+def read_shared(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
+                                     SideResult]:
+    """(activation statistics, AG scores, base side) as `shared_scores` and `shared_base_side`
+    left them under out/shared/ (what a bench worker process reads)."""
+    shared = out / "shared"
+    data = read_json(shared / "base_side.json")["value"]
+    return (load_tensors(shared / "activations.safetensors"),
+            load_tensors(shared / "scores.safetensors"),
+            SideResult(data["scores"], data["lengths"], data["generations"]))
+
+
+def cell_json(out: Path, entry: MethodEntry, seed: int) -> Path:
+    """Where a cell's result lives: cells/<label>/seed<K>.json (its artifact: beside, no suffix)."""
+    return out / "cells" / entry.label / f"seed{seed}.json"
+
+
+def cell_done(cfg: BenchConfig, out: Path, entry: MethodEntry, seed: int) -> bool:
+    """Whether the cell's result exists with the same settings (a rerun skips it)."""
+    path = cell_json(out, entry, seed)
+    return path.is_file() and read_json(path).get("key") == cell_key(cfg, entry, seed)
 
 
 def cell_key(cfg: BenchConfig, entry: MethodEntry, seed: int) -> str:
