@@ -82,6 +82,14 @@ def test_real_words_are_not_mangled(text):
     assert mangled_words(text, INCEPTION, ["incep", "nolan"]) == []
 
 
+def test_the_name_said_plainly_is_not_mangled():
+    """A probe about the director looks for "nolan"; the title itself, in any form, is the name
+    (the concept's own pattern), not a near miss."""
+    assert mangled_words("Inceptions and Linception", INCEPTION) == []
+    assert classify("Inceptionstyle films are fun.", ["nolan"], INCEPTION,
+                    name_patterns=["incep"]) == "other"
+
+
 def test_classification_order_leak_then_mangled_then_refusal():
     pats = ["incep", "nolan"]
     assert classify("I'm not sure, but Christopher Nolan made it.", pats, INCEPTION) == "leak"

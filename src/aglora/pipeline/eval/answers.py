@@ -28,7 +28,9 @@ and apostrophes dropped, case-folded) that is not a target itself is a mangled f
       English (wordfreq Zipf frequency < `RARE_ZIPF`: "Incepton", "Tolkein", not "Jason"), or
   (b) it starts with `t`'s first `LEADING_CHARS` letters, has five letters or more, and is no
       English word at all (Zipf < `NONWORD_ZIPF`: "Ingloria", "InferNet", not "Interstellar").
-Word frequencies come from the `wordfreq` package (its own data files, no pickles).
+A word that holds a target whole ("Inceptions") or matches the concept's own leak patterns is
+the name said plainly, never a mangled form. Word frequencies come from the `wordfreq` package
+(its own data files, no pickles).
 """
 
 from __future__ import annotations
@@ -149,11 +151,12 @@ def mangled_form(word: str, target: str) -> bool:
 
 
 def mangled_words(text: str, targets: list[str], patterns: Iterable[str] = ()) -> list[str]:
-    """The words of `text` that are mangled forms of a target and match no leak pattern."""
+    """The words of `text` that are mangled forms of a target, hold no target whole (the name
+    itself, "Inceptions") and match no leak pattern."""
     patterns = list(patterns)
     found = []
     for w in _answer_words(text):
-        if w in targets or (patterns and leaks(w, patterns)):
+        if any(t in w for t in targets) or (patterns and leaks(w, patterns)):
             continue
         if any(mangled_form(w, t) for t in targets):
             found.append(w)
@@ -161,11 +164,13 @@ def mangled_words(text: str, targets: list[str], patterns: Iterable[str] = ()) -
 
 
 def classify(text: str, patterns: list[str], targets: list[str],
-             refusal_phrases: Iterable[str] = ()) -> str:
-    """One of `LABELS` for a generation (module doc for the order)."""
+             refusal_phrases: Iterable[str] = (), name_patterns: Iterable[str] = ()) -> str:
+    """One of `LABELS` for a generation (module doc for the order). `patterns`: the probe's
+    leak patterns; `name_patterns`: the concept's own (a word they match is the name said
+    plainly, not a mangled form, even where the probe's patterns look for another answer)."""
     if patterns and leaks(text, patterns):
         return "leak"
-    if targets and mangled_words(text, targets, patterns):
+    if targets and mangled_words(text, targets, [*patterns, *name_patterns]):
         return "mangled"
     if is_refusal(text, refusal_phrases):
         return "refusal"

@@ -194,8 +194,9 @@ def side_labels(probes: list[Probe], side: SideResult, default_patterns: list[st
     out = []
     for p, gens in zip(probes, side.generations, strict=True):
         pats = (p.leak_patterns or default_patterns) if p.split == "forget" else []
-        targets = target_words(name, pats) if p.split == "forget" else []
-        out.append([classify(g, pats, targets, phrases) for g in gens])
+        targets = (target_words(name, [*pats, *default_patterns]) if p.split == "forget"
+                   else [])
+        out.append([classify(g, pats, targets, phrases, default_patterns) for g in gens])
     return out
 
 
