@@ -24,22 +24,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--jobs", type=int, default=None,
                    help="cells run at once, in worker processes that share the CPU threads "
                         "(default: 2 on a CPU with at least 2 cores, else 1)")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_bench)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from aglora.bench.config import load_bench_config
+    from aglora.bench.pool import default_jobs
     from aglora.bench.run import run_bench
-    from aglora.bench.workers import default_jobs
     from aglora.model.load import resolve_device
     jobs = args.jobs
     if jobs is not None and jobs < 1:
         raise AgloraError(f"--jobs {jobs}: need at least 1 (cells run at once)")
     if args.seeds is not None and args.seeds < 1:
         raise AgloraError(f"--seeds {args.seeds}: need at least 1")
-    if jobs is None and not args.worker:
+    if jobs is None:
         model_cfg = load_bench_config(args.config, args.overrides).settings.run.model
         jobs = default_jobs(resolve_device(model_cfg.device), os.cpu_count())
     run_bench(args.config, Path(args.out), args.methods, args.seeds, args.overrides,
-              args.force, report_only=args.report_only, jobs=jobs or 1, worker=args.worker)
+              args.force, report_only=args.report_only, jobs=jobs)
