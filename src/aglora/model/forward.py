@@ -11,10 +11,15 @@ The rows of a batch usually start with the same tokens: the chat template's syst
 about half of a short chat probe. `decoder_hidden` runs that shared prefix once (batch 1), repeats
 its keys and values across the batch and runs only each row's own tokens after it; gradients flow
 through the shared part (it is summed over the rows, as it would be). A test checks logits and
-LoRA gradients against the plain path.
+LoRA gradients against the plain path. `prefix_sharing(False)` turns that pass off for a while:
+under FSDP (`aglora.pipeline.train.shares`) every process must make the same layer calls, and
+whether a batch has a shared prefix depends on its rows.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -28,6 +33,18 @@ def causal_lm(model: nn.Module) -> nn.Module:
 
 
 MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a second decoder call
+_PREFIX_SHARING = [True]  # set by `prefix_sharing`
+
+
+@contextmanager
+def prefix_sharing(enabled: bool) -> Iterator[None]:
+    """Inside, `decoder_hidden` runs a shared prefix once only if `enabled`; restored on exit."""
+    before = _PREFIX_SHARING[0]
+    _PREFIX_SHARING[0] = enabled
+    try:
+        yield
+    finally:
+        _PREFIX_SHARING[0] = before
 
 
 def shared_prefix_length(batch: Batch) -> int:
@@ -47,7 +64,8 @@ def decoder_hidden(decoder: nn.Module, batch: Batch, share_prefix: bool = True) 
     n_rows, width = batch.input_ids.shape
     # Gradient checkpointing turns the cache off in training: the rows would lose the prefix.
     checkpointing = decoder.training and getattr(decoder, "gradient_checkpointing", False)
-    shared = shared_prefix_length(batch) if share_prefix and not checkpointing else 0
+    on = share_prefix and _PREFIX_SHARING[0] and not checkpointing
+    shared = shared_prefix_length(batch) if on else 0
     if shared < MIN_SHARED_PREFIX:
         return decoder(input_ids=batch.input_ids,
                        attention_mask=batch.attention_mask).last_hidden_state

@@ -5,7 +5,8 @@ Sources, in order: the embedded default (SmolLM2-135M-Instruct shipped as GGUF b
 Hugging Face id. Weights are read from safetensors; `trust_remote_code` is off unless asked for.
 
 Loading checks that the architecture has gated MLPs (`aglora.model.neurons`) before any stage
-runs.
+runs. Under `accelerate launch` the model goes to the launching process's own device
+(`aglora.runtime.processes.launch_device`), whatever `model.device` says.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aglora.config import ModelConfig
 from aglora.errors import AgloraError
 from aglora.model.neurons import mlp_layers
 from aglora.runtime.cache import cache_dir
+from aglora.runtime.processes import launch_device
 
 log = logging.getLogger("aglora")
 
@@ -143,7 +145,7 @@ def load_model(cfg: ModelConfig) -> tuple[nn.Module, object]:
                               "(download it first if this machine is offline)") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model.to(resolve_device(cfg.device))
+    model.to(launch_device(resolve_device(cfg.device)))  # a launch: this process's own
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
