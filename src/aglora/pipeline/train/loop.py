@@ -9,6 +9,11 @@ Every `check_every` steps the forget items are scored by likelihood choice (`sto
 stops once they are at the goal (chance, or `stop_accuracy`; mean margin <= `stop_margin`) after
 `min_steps`. `max_steps` is a hard cap. Full-parameter methods pass their own `params` and the
 untouched base as `reference`.
+
+Under `accelerate launch` (more than one process) each process computes the terms on its share
+of every batch and the gradients are summed over the processes, so the update is one process's
+at the same batch size; the early-stopping decisions are the main process's (`shares`). One
+process runs exactly the code it always ran.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -31,9 +36,12 @@ from aglora.errors import AgloraError
 from aglora.model.adapter import trainable_parameters
 from aglora.model.likelihood import choice_summary, score_options
 from aglora.pipeline.train.objectives import AnswerObjective
+from aglora.pipeline.train.shares import Shares, StepLosses
 from aglora.pipeline.train.stopping import forget_goal_met
+from aglora.runtime.processes import ranks
 
 _log = logging.getLogger("aglora")
+T = TypeVar("T")
 
 
 class Objective(Protocol):
@@ -106,6 +114,24 @@ def known_at_base(model: nn.Module, tok, items: list[Probe],
     return [p for p, s in zip(choice, scores, strict=True) if choice_correct(s)]
 
 
+def _whole_step(model: nn.Module, objective: Objective, f_idx: list[int],
+                r_cycle: Cycler | None, item_weight: torch.Tensor, rng: random.Random,
+                device: torch.device) -> StepLosses:
+    """The step's loss on the whole batch (one process)."""
+    forget_loss = objective.forget_loss(model, f_idx, item_weight[f_idx].to(device), rng)
+    retain_loss = torch.zeros((), device=device)
+    kl_value: float | None = 0.0
+    if r_cycle is not None and objective.uses_retain:
+        retain_loss, kl_value = objective.retain_loss(model, r_cycle.next(), device)
+    loss = forget_loss + objective.retain_weight * retain_loss
+    return StepLosses(loss, float(loss.detach()), float(forget_loss.detach()),
+                      float(retain_loss.detach()), kl_value)
+
+
+def _now(fn: Callable[[], T]) -> T:
+    return fn()
+
+
 def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: TrainConfig,
           refusals: list[str] | None = None, alternatives: list[str] | None = None,
           log: Callable[[str], None] = _log.info, params: list[nn.Parameter] | None = None,
@@ -134,14 +160,19 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     rng = random.Random(cfg.seed)
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    launch = ranks()
+    shares = (Shares(launch, objective, tok, forget, retain, params, _sharded(params))
+              if launch.launched else None)
+    agreed = shares.agreed if shares is not None else _now  # steering decisions: the main's
     choice_index = [i for i, p in enumerate(forget) if p.has_choice]  # choice item -> forget
-    checked = known_at_base(model, tok, validation, reference) if validation else None
+    checked = (agreed(lambda: known_at_base(model, tok, validation, reference)) if validation
+               else None)
     if validation and not checked:
         raise AgloraError("the base model knows none of the validation forget items (no answer "
                           "beats its distractors); run `aglora check SPEC` and keep the items it "
                           "knows")
     choice_items = checked or [forget[i] for i in choice_index]
-    guarded = (known_at_base(model, tok, retain_validation, reference)
+    guarded = (agreed(lambda: known_at_base(model, tok, retain_validation, reference))
                if retain_validation and cfg.stop_retain_accuracy is not None else [])
     on_training_items = checked is None
     item_weight = torch.ones(len(forget))  # [n_forget] forget-term weight per item
@@ -154,27 +185,31 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     try:
         for step in range(1, cfg.max_steps + 1):
             f_idx = f_cycle.next()
-            forget_loss = objective.forget_loss(model, f_idx, item_weight[f_idx].to(device), rng)
-            retain_loss = torch.zeros((), device=device)
-            kl_value: float | None = 0.0
-            if r_cycle is not None and objective.uses_retain:
-                retain_loss, kl_value = objective.retain_loss(model, r_cycle.next(), device)
-            loss = forget_loss + objective.retain_weight * retain_loss
-            if not math.isfinite(float(loss.detach())):
-                raise AgloraError(f"training diverged at step {step} (loss {float(loss)}); lower "
-                                  "train.lr or use the npo objective")
+            if shares is None:
+                step_losses = _whole_step(model, objective, f_idx, r_cycle, item_weight, rng,
+                                          device)
+            else:
+                retain_batch = (r_cycle.next if r_cycle is not None and objective.uses_retain
+                                else None)
+                step_losses = shares.losses(model, f_idx, retain_batch, item_weight, rng,
+                                            device)
+            if not math.isfinite(step_losses.total):
+                raise AgloraError(f"training diverged at step {step} (loss "
+                                  f"{step_losses.total}); lower train.lr or use the npo "
+                                  "objective")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            step_losses.loss.backward()
+            if shares is not None:
+                shares.reduce_grads(params)
             opt.step()
-            row = {"step": step, "loss": float(loss.detach()),
-                   "forget_loss": float(forget_loss.detach()),
-                   "retain_loss": float(retain_loss.detach())}
-            if kl_value is not None:
-                row["retain_kl"] = kl_value
+            row = {"step": step, "loss": step_losses.total,
+                   "forget_loss": step_losses.forget, "retain_loss": step_losses.retain}
+            if step_losses.retain_kl is not None:
+                row["retain_kl"] = step_losses.retain_kl
             row["seconds"] = time.time() - start
             if choice_items and step % cfg.check_every == 0:
                 model.eval()
-                check = forget_goal_met(model, tok, choice_items, cfg, chance)
+                check = agreed(lambda: forget_goal_met(model, tok, choice_items, cfg, chance))
                 model.train()
                 row.update(train_forget_accuracy=check.accuracy,
                            train_forget_margin=check.margin)
@@ -192,7 +227,8 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                     result.stopped_early = True
                     result.stop_reason = "forget items at the goal"
                 if guarded:
-                    kept = choice_summary(score_options(model, tok, guarded, batch_size=64))[0]
+                    kept = agreed(lambda: choice_summary(
+                        score_options(model, tok, guarded, batch_size=64))[0])
                     row["retain_validation_accuracy"] = kept
                     if kept < cfg.stop_retain_accuracy and not result.stopped_early:
                         result.stopped_early = True
@@ -206,6 +242,12 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
         model.eval()
     result.seconds = time.time() - start
     return result
+
+
+def _sharded(params: list[nn.Parameter]) -> bool:
+    """Whether `params` are FSDP shards (`shares.shard_layers`)."""
+    from torch.distributed.tensor import DTensor
+    return any(isinstance(p, DTensor) for p in params)
 
 
 @contextmanager
