@@ -3,6 +3,9 @@
 The only place that parses arguments or prints: library code reports progress through the
 `aglora` logger, which `main` sends to standard output. Input problems are printed as one line
 (`aglora: error: ...`) with exit status 2; an interrupted run exits 130 and resumes when rerun.
+
+Under `accelerate launch` (docs/scale-out.md) only the main process logs and prints; the other
+processes stay silent but for their own errors, and only `LAUNCHABLE` commands may be launched.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 from aglora.cli import authoring, bench, controlled, export, recommend, run
 from aglora.errors import AgloraError
 from aglora.runtime.lock import release_all
+from aglora.runtime.processes import MainProcessFailed, end, ranks
 
 DISK_ERRORS = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some of your quota",
                errno.EROFS: "choose an --out on a writable disk",
@@ -35,7 +39,7 @@ def setup_logging() -> None:
     logger = logging.getLogger("aglora")
     if not any(isinstance(h, _Stdout) for h in logger.handlers):
         logger.addHandler(_Stdout())
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO if ranks().is_main else logging.ERROR)
     logger.propagate = False
 
 
@@ -51,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
+        if ranks().launched and args.command not in run.LAUNCHABLE:
+            raise AgloraError(f"`aglora {args.command}` does not run under accelerate launch; "
+                              f"launch one of: {', '.join(run.LAUNCHABLE)}")
         args.handler(args)
+    except MainProcessFailed:  # the main process has printed why
+        return 2
     except AgloraError as exc:
         print(f"aglora: error: {exc}", file=sys.stderr)
         return 2
@@ -67,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         release_all()  # the run-directory locks this command took
+        end()  # the process group of a launch
     return 0
 
 

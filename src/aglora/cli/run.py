@@ -8,6 +8,7 @@ from pathlib import Path
 from aglora.cli.summary import print_summary
 from aglora.errors import AgloraError
 from aglora.runtime.artifacts import read_json
+from aglora.runtime.processes import is_main
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "data" / "configs" / "demo.yaml"
 STAGE_HELP = (("record", "record neuron activations and gradients"),
@@ -15,6 +16,8 @@ STAGE_HELP = (("record", "record neuron activations and gradients"),
               ("mask", "select neurons by score"),
               ("train", "train the masked LoRA adapter"),
               ("report", "write report.md and report.html"))
+# The commands that run under `accelerate launch` (docs/scale-out.md).
+LAUNCHABLE = ("run", "forget", "demo", *(stage for stage, _ in STAGE_HELP))
 
 
 def common(p: argparse.ArgumentParser) -> None:
@@ -104,6 +107,8 @@ def _run_all(cfg, out: Path, force: bool, until: str | None = None) -> None:
     """Every unfinished stage of `cfg` into `out`, then the summary."""
     from aglora.pipeline.run import run_all
     run_all(_open(cfg, out, force), until=until)
+    if not is_main():
+        return
     if (out / "metrics.json").is_file():
         print_summary(read_json(out / "metrics.json"))
     print(f"[aglora] run directory: {out}")

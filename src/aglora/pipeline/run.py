@@ -13,6 +13,11 @@ A directory that holds a run with another configuration is refused unless `force
 `force` then deletes only aglora's own files (`RUN_FILES`, the stages' `ARTIFACTS`) and refuses a
 directory holding anything else. One process at a time works in a run directory
 (`aglora.runtime.lock`).
+
+Under `accelerate launch` (docs/scale-out.md) the main process opens the directory, decides
+what runs, runs every stage but `train` alone and writes every file; the other processes wait
+for it (`aglora.runtime.processes.on_main`), read the mask it wrote, and take their share of
+each training step (`TRAIN_EVERY_PROCESS`).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from aglora.runtime.artifacts import (
     write_text,
 )
 from aglora.runtime.lock import LOCK_NAME, lock_dir
+from aglora.runtime.processes import is_main, on_main, ranks
 
 log = logging.getLogger("aglora")
 
@@ -76,6 +82,7 @@ ARTIFACTS = {
 RUN_FILES = ("config.yaml", "state.json", LOCK_NAME, "ban", "ban.json",
              "recommendation_lists.jsonl", "interference_lists.jsonl")
 STAGE_SPEC_INPUTS = {"record": "items", "train": "items", "eval": "all"}  # which spec files
+TRAIN_EVERY_PROCESS = ("train",)  # under a launch: stages every process runs (the rest: main)
 
 
 @dataclass
@@ -311,7 +318,27 @@ def prepare_run_dir(run_dir: Path, same_run: bool, force: bool, what: str = "run
 def open_run(cfg: RunConfig, run_dir: Path, force: bool = False,
              check: bool = False) -> RunContext:
     """Create or reopen a run directory for `cfg`, refusing one that holds another run.
-    `check`: run `check_inputs` first, before anything in the directory is written or deleted."""
+    `check`: run `check_inputs` first, before anything in the directory is written or deleted.
+    Under a launch the main process does this; the others follow it (`_opened_on_main`)."""
+    return _opened_on_main(lambda: _open_run(cfg, run_dir, force, check), Path(run_dir), cfg)
+
+
+def _opened_on_main(open_fn, run_dir: Path, cfg: RunConfig | None = None) -> RunContext:
+    """`open_fn()` on the main process; the other processes of a launch get a context that
+    neither locks nor writes the directory (the config: `cfg`, else the one the main saved)."""
+    if not ranks().launched:
+        return open_fn()
+    opened: list[RunContext] = []
+    on_main(lambda: opened.append(open_fn()))
+    if is_main():
+        return opened[0]
+    ctx = RunContext(cfg=cfg or config_from_dict(load_yaml(run_dir / "config.yaml")),
+                     run_dir=run_dir)
+    ctx.state = {key: {} for key in ("finished", "wall_seconds", "inputs", "artifacts")}
+    return ctx
+
+
+def _open_run(cfg: RunConfig, run_dir: Path, force: bool, check: bool) -> RunContext:
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     text = dump_config(cfg)
@@ -351,6 +378,10 @@ def _same_config(cfg_path: Path, text: str) -> bool:
 
 def reopen_run(run_dir: Path) -> RunContext:
     """Reopen an existing run directory with the configuration saved in it."""
+    return _opened_on_main(lambda: _reopen_run(run_dir), Path(run_dir))
+
+
+def _reopen_run(run_dir: Path) -> RunContext:
     cfg_path = Path(run_dir) / "config.yaml"
     if not cfg_path.is_file():
         raise AgloraError(f"{run_dir} holds no run (no config.yaml); start one with "
@@ -465,19 +496,29 @@ def stage_mask(ctx: RunContext) -> None:
 
 def stage_train(ctx: RunContext) -> None:
     from aglora.model.adapter import attach_lora, count_parameters, save_adapter
+    from aglora.model.forward import prefix_sharing
     from aglora.pipeline.train.loop import train
-    model, tok = ctx.base()
+    from aglora.pipeline.train.shares import shard_layers
+    tok = ctx.base()[1]  # the base stays referenced by ctx alone (FSDP drops it after training)
     if ctx._peft is not None:
         raise AgloraError("this process already holds an adapter; run train in a new process")
     mask = load_mask(ctx.run_dir / "masks.safetensors")
     torch.manual_seed(ctx.cfg.train.seed)
-    peft_model = attach_lora(model, mask, ctx.cfg.lora)
+    peft_model = attach_lora(ctx.base()[0], mask, ctx.cfg.lora)
     ctx._peft = peft_model
+    fsdp = ranks().launched and ranks().fsdp
+    if fsdp:
+        shard_layers(peft_model)
     concept, items = ctx.concept, ctx.training
-    result = train(peft_model, tok, items.forget, items.retain, ctx.cfg.train,
-                   concept.refusals, concept.alternatives,
-                   validation=items.forget_validation or None,
-                   retain_validation=items.retain_validation or None)
+    with prefix_sharing(not fsdp):
+        result = train(peft_model, tok, items.forget, items.retain, ctx.cfg.train,
+                       concept.refusals, concept.alternatives,
+                       validation=items.forget_validation or None,
+                       retain_validation=items.retain_validation or None)
+    if fsdp:
+        peft_model = _unsharded(ctx, peft_model, mask)
+    if not is_main():
+        return
     trainable, effective, base_params = count_parameters(peft_model)
     meta = {"concept": concept.name, "masked": ctx.cfg.lora.masked,
             "mask": mask.summary() if ctx.cfg.lora.masked else None,
@@ -489,6 +530,20 @@ def stage_train(ctx: RunContext) -> None:
         "seconds": result.seconds, "history": result.history,
         "trainable_params": trainable, "effective_params": effective,
         "base_params": base_params, "adapter_bytes": adapter_bytes})
+
+
+def _unsharded(ctx: RunContext, sharded, mask: NeuronMask):
+    """After FSDP training (every process): the LoRA weights gathered whole, the sharded model
+    dropped, and on the main process a fresh base with them (saved, then evaluated)."""
+    from aglora.model.adapter import attach_lora
+    from aglora.pipeline.train.shares import full_lora_state, load_lora_state
+    lora = full_lora_state(sharded)
+    ctx._model = ctx._peft = None
+    if not is_main():
+        return None
+    ctx._peft = attach_lora(ctx.base()[0], mask, ctx.cfg.lora)
+    load_lora_state(ctx._peft, lora)
+    return ctx._peft
 
 
 def eval_probes(ctx: RunContext) -> list[Probe]:
@@ -542,9 +597,12 @@ STAGE_FUNCS = {"record": stage_record, "score": stage_score, "mask": stage_mask,
 def run_stage(ctx: RunContext, stage: str) -> None:
     log.info(f"[aglora] == {stage} ==")
     start = time.time()
-    inputs = ctx.stage_inputs(stage)  # what the stage reads, hashed before it runs
-    STAGE_FUNCS[stage](ctx)
-    ctx.finish(stage, time.time() - start, inputs)
+    inputs = on_main(lambda: ctx.stage_inputs(stage))  # what the stage reads, hashed before
+    if stage in TRAIN_EVERY_PROCESS:
+        STAGE_FUNCS[stage](ctx)
+    else:
+        on_main(lambda: STAGE_FUNCS[stage](ctx))
+    on_main(lambda: ctx.finish(stage, time.time() - start, inputs))
     log.info(f"[aglora] {stage} done in {time.time() - start:.1f}s")
 
 
@@ -552,7 +610,7 @@ def run_all(ctx: RunContext, until: str | None = None) -> None:
     """Run every stage not finished yet, in order (resume after an interruption); a finished
     stage whose inputs or artifacts changed runs again, and so do the stages after it."""
     for stage in STAGES:
-        reason = ctx.stale_reason(stage)
+        reason = on_main(lambda stage=stage: ctx.stale_reason(stage))  # the main decides
         if reason is None:
             log.info(f"[aglora] {stage}: already finished, skipped")
         else:
