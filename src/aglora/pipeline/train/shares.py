@@ -31,7 +31,9 @@ FSDP (`shard_layers`): each decoder layer becomes an FSDP2 unit (`fully_shard`);
 final norm and output layer stay whole on every process (they may be tied). The model is
 called layer by layer in aglora's own forwards, and every unit call gathers its weights from all
 processes, so every process must make the same calls: the shared-prefix pass, which depends on
-a batch's rows, is off while training is sharded (`aglora.model.forward.prefix_sharing`).
+a batch's rows, is off while training is sharded (`aglora.model.forward.prefix_sharing`), and
+a forget_response other than suppress is refused (its term runs only where a share has rows
+for it).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import torch
 from torch import nn
 
 from aglora.concepts import Probe
+from aglora.errors import AgloraError
 from aglora.model.tokens import encode
 from aglora.pipeline.train.objectives import AnswerObjective
 from aglora.runtime.processes import Ranks, agree, all_sum, broadcast, on_main
@@ -115,6 +118,11 @@ class Shares:
                  params: list[nn.Parameter], sharded: bool) -> None:
         self.ranks, self.objective, self.tok = ranks, objective, tok
         self.sharded = sharded
+        response = getattr(getattr(objective, "cfg", None), "forget_response", "suppress")
+        if sharded and response != "suppress":
+            raise AgloraError(f"train.forget_response={response} does not train under FSDP (the "
+                              "processes would make different model calls); use the "
+                              "multi_gpu accelerate config, or forget_response suppress")
         self.units = term_units(objective, tok, forget, retain)
         if not self.units.exact:
             _log.warning(f"[aglora] warning: {self.units.why_not}: the {ranks.size} processes' "
