@@ -213,7 +213,7 @@ def _bad_inputs(tmp_path, run_dir):
     out = str(tmp_path / "out")
     run = str(run_dir)
     return {
-        "format": (["export", run, "--format", "gguf", "--out", out], ["unknown export format"]),
+        "format": (["export", run, "--format", "onnx", "--out", out], ["unknown export format"]),
         "check": (["export", run, "--format", "peft", "--out", out, "--check", "llama.cpp"],
                   ["unknown check"]),
         "merged check": (["export", run, "--format", "merged", "--out", out, "--check", "vllm"],

@@ -6,7 +6,8 @@ only, one rank, its target modules listed, finite weights, safetensors only (`va
 `--check vllm` also against the rules vLLM's LoRA loader applies (`vllm`). `merged` folds the
 adapter into the run's base model and writes a full safetensors model directory with its
 tokenizer, which `transformers.AutoModelForCausalLM.from_pretrained` loads with no aglora code
-(`write`). Every export records the base model's fingerprint and the run in `aglora-export.json`,
+(`write`). `gguf-lora` writes the adapter as a llama.cpp LoRA GGUF and `gguf` the base GGUF with
+the adapter merged in, quantized with the gguf package (`gguf`). Every export records the base model's fingerprint and the run in `aglora-export.json`,
 and an adapter made for another base than the run's config names is refused. Everything that
 needs no model is checked before the model loads; exports are written atomically.
 """
