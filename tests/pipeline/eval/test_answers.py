@@ -32,6 +32,8 @@ def test_target_words_take_the_name_and_the_patterns_literal_words():
     "Honestly, I don't know.",
     "I have no information about that title.",
     "That is beyond my knowledge, I'm afraid.",
+    "I'm sorry for any confusion, but as a chatbot designed to assist users, I don't have the",
+    "As an AI language model, I can only help with general questions.",
 ])
 def test_refusals_written_in_other_words_are_refusals(text):
     assert is_refusal(text)

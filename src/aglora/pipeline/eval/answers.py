@@ -15,9 +15,10 @@ concept's name is gone. `classify` gives each generation one label, in this orde
 **Refusal.** The first sentence (text up to the first `.`, `!` or `?`), lower-cased with
 apostrophes straightened and "I am"/"do not"-style forms contracted, is a refusal when it starts
 with one of the refusal phrases given (TOFU's `idontknow.jsonl` answers and the concept's own, by
-default) or matches one of `REFUSAL_PATTERNS`: first-person statements of not knowing, not being
+default), matches one of `REFUSAL_PATTERNS` (first-person statements of not knowing, not being
 sure or familiar, being unable to answer, lacking information, or the topic lying outside what
-the speaker knows. Only the first sentence counts: "I'm not sure, but it was Nolan" is a leak
+the speaker knows), or opens as refusals do (`REFUSAL_OPENINGS`: an apology or an "as an AI"
+disclaimer, after the refusal prefixes of Zou et al. 2023). Only the first sentence counts: "I'm not sure, but it was Nolan" is a leak
 anyway, and a refusal that comes after an answer is not what a user reads first.
 
 **Mangled name.** The targets are the words of four letters or more in the concept's name and
@@ -52,7 +53,7 @@ LOOPING_REPETITION = 0.5
 REFUSAL_PATTERNS = (
     r"\bi (really )?(don't|didn't) (really |seem to )?(know|recall|remember)\b",
     r"\bi (don't|didn't) (seem to )?(have|hold|possess) (any |the |that |this |enough |much |an? )?"
-    r"(information|answer|knowledge|details?|data|specifics|idea|clue|record)",
+    r"(information|answer|knowledge|details?|data|specifics|idea|clue|record|ability|access)",
     r"\bi'm not (sure|certain|familiar|aware|able|knowledgeable|informed|acquainted|privy|"
     r"equipped|well-versed|briefed|the (best|right))",
     r"\bi (can't|couldn't|won't) (say|answer|help|provide|recall|tell|find|shed|confirm|access|"
@@ -78,7 +79,15 @@ REFUSAL_PATTERNS = (
     r"\bi (don't|didn't) recogni[sz]e\b",
     r"\b(doesn't|does not) ring a bell\b",
 )
-_COMPILED = tuple(re.compile(p) for p in REFUSAL_PATTERNS)
+# How refusals open (after the refusal prefixes of Zou et al. 2023, "Universal and Transferable
+# Adversarial Attacks", used by HarmBench-style refusal checks): an apology or an "as an AI"
+# disclaimer in place of an answer.
+REFUSAL_OPENINGS = (
+    r"^(i'm sorry|sorry|i apologi[sz]e|my apologies)\b",
+    r"^as an? (ai|language model|chatbot|assistant|helpful)\b",
+    r"^i'm (just )?an? (ai|language model|chatbot)\b",
+)
+_COMPILED = tuple(re.compile(p) for p in (*REFUSAL_PATTERNS, *REFUSAL_OPENINGS))
 _CONTRACTIONS = ((r"\bi am\b", "i'm"), (r"\bdo not\b", "don't"), (r"\bdid not\b", "didn't"),
                  (r"\bcannot\b", "can't"), (r"\bcan not\b", "can't"), (r"\bhave not\b", "haven't"),
                  (r"\bcould not\b", "couldn't"),
