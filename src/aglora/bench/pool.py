@@ -49,12 +49,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from aglora.bench.cells import SideResult, cell_json, read_shared, run_cell
+from aglora.bench.cells import (
+    SideResult,
+    cell_inputs,
+    cell_json,
+    read_shared,
+    run_cell,
+    with_hashes,
+)
 from aglora.bench.config import BenchConfig, MethodEntry
 from aglora.bench.table import cell_values
 from aglora.concepts import ConceptSpec, Probe
 from aglora.errors import AgloraError
 from aglora.runtime.artifacts import write_json
+from aglora.runtime.hashes import Hashes
 
 _log = logging.getLogger("aglora")
 Log = Callable[[str], None]
@@ -85,6 +93,7 @@ class Cells:
     scores: dict[str, torch.Tensor]
     cfg: BenchConfig
     out: Path
+    inputs: Hashes  # what every cell reads, recorded in its JSON (`bench.cells.bench_inputs`)
 
 
 @dataclass
@@ -95,6 +104,7 @@ class PoolSetup:
     concept: ConceptSpec
     probes: list[Probe]
     out: Path
+    inputs: Hashes
     model_tok: tuple | None = None  # None: load run.model
 
 
@@ -117,7 +127,8 @@ def run_one(cells: Cells | Callable[[], Cells], entry: MethodEntry, seed: int, n
     path = cell_json(c.out, entry, seed)
     cell = run_cell(c.model, c.tok, c.concept, c.probes, c.base_side, c.stats, c.scores, c.cfg,
                     entry, seed, path.with_suffix(""), log=_quiet(log, name))
-    write_json(path, cell)
+    write_json(path, with_hashes(cell, c.out, entry, seed,
+                                 cell_inputs(c.cfg, entry, seed, c.inputs)))
     v = cell_values(cell)
     log(f"[bench] ({n}/{total}) {name}: {time.time() - start:.0f} s; "
         f"forget acc {v['forget_acc']:.2f}, neighbour acc {v['neighbor_acc']:.2f}, "
@@ -271,7 +282,8 @@ def _worker_cells() -> Cells:
             from aglora.model.load import load_model
             model, tok = load_model(s.cfg.settings.run.model)
         stats, scores, base_side = read_shared(s.out)
-        _CELLS = Cells(model, tok, s.concept, s.probes, base_side, stats, scores, s.cfg, s.out)
+        _CELLS = Cells(model, tok, s.concept, s.probes, base_side, stats, scores, s.cfg, s.out,
+                       s.inputs)
     return _CELLS
 
 
