@@ -116,6 +116,7 @@ class RunContext:
     _training: TrainingItems | None = None
     state: dict = field(default_factory=dict)
     report_sections: tuple = ()  # extra report sections, e.g. a ban's (see pipeline.report)
+    model_checks: tuple = ()  # more checks f(model, tok) right after the load, e.g. a ban's
 
     # ---- lazily loaded inputs -------------------------------------------------------------
     @property
@@ -143,6 +144,8 @@ class RunContext:
             from aglora.model.load import load_model
             model, tok = load_model(self.cfg.model)
             check_model_fit(self, model, tok)
+            for check in self.model_checks:
+                check(model, tok)
             self._model, self._tok = model, tok
         return self._model, self._tok
 
