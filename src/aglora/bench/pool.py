@@ -60,7 +60,7 @@ from aglora.bench.cells import (
 from aglora.bench.config import BenchConfig, MethodEntry
 from aglora.bench.table import cell_values
 from aglora.concepts import ConceptSpec, Probe
-from aglora.errors import AgloraError
+from aglora.errors import AgloraError, disk_problem
 from aglora.runtime.artifacts import write_json
 from aglora.runtime.hashes import Hashes
 
@@ -141,7 +141,7 @@ def run_cells(cells: Cells, todo: list[Todo], total: int, log: Log = _log.info) 
         try:
             run_one(cells, entry, seed, n, total, log)
         except Exception as exc:
-            if not isinstance(exc, AgloraError):
+            if not _expected(exc):
                 log(f"[bench] {cell_name(entry, seed)} failed:\n{traceback.format_exc()}")
             raise cell_failure([cell_name(entry, seed)], exc) from exc
 
@@ -155,6 +155,8 @@ def cell_failure(names: list[str], exc: BaseException) -> AgloraError:
                   " ran (killed, or out of memory?)")
     elif isinstance(exc, AgloraError):
         reason = str(exc)
+    elif disk_problem(exc):
+        reason = disk_problem(exc)
     else:
         reason = f"{type(exc).__name__}: {exc}"
     return AgloraError(f"bench {which} failed: {reason}. The finished cells are kept: rerun the "
@@ -184,7 +186,7 @@ def run_pool(setup: PoolSetup, todo: list[Todo], total: int, jobs: int, threads:
             failed = (names, exc)
             for f in futures:
                 f.cancel()  # those not yet handed to a worker
-            if not isinstance(exc, (AgloraError, BrokenProcessPool)):
+            if not _expected(exc) and not isinstance(exc, BrokenProcessPool):
                 log(f"[bench] {names[0]} failed:\n{_remote_traceback(exc)}")
             running = [c for f, c in futures.items() if c in relay.started and not f.done()]
             if running:
@@ -198,6 +200,11 @@ def run_pool(setup: PoolSetup, todo: list[Todo], total: int, jobs: int, threads:
     relay.stop()  # after the workers exited: every record they sent has arrived
     if failed is not None:
         raise cell_failure(*failed) from failed[1]
+
+
+def _expected(exc: BaseException) -> bool:
+    """An input problem or a full or read-only disk: one line, no traceback."""
+    return isinstance(exc, AgloraError) or disk_problem(exc) is not None
 
 
 def _finished(futures: dict[Future, str]) -> set[str]:
