@@ -79,7 +79,7 @@ def _cells(out) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in out.glob("cells/*/seed0.json")}
 
 
-@pytest.mark.slow  # 10-20 s on 2 busy CPU cores: a two-cell bench and five reruns
+@pytest.mark.slow  # 20-35 s on 2 busy CPU cores: a two-cell bench and seven reruns
 def test_bench_resume_recomputes_what_changed_and_keeps_the_rest(capsys, tmp_path,
                                                                  concept_path, tiny_dir):
     cfg, out = _bench_config(tmp_path, concept_path, tiny_dir), tmp_path / "bench"
@@ -141,7 +141,7 @@ def test_bench_resume_recomputes_what_changed_and_keeps_the_rest(capsys, tmp_pat
     assert "left out (its input" in printed.out and "no finished cell" in printed.err
 
 
-@pytest.mark.slow  # 5-10 s on 2 busy CPU cores: the tiny controlled track and four reruns
+@pytest.mark.slow  # 5-15 s on 2 busy CPU cores: the tiny controlled track and four reruns
 def test_controlled_resume_recomputes_what_changed_and_keeps_the_rest(capsys, tmp_path,
                                                                       tiny_dir, monkeypatch):
     import aglora.concepts
