@@ -202,3 +202,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
                                  ("base", args.gguf_base), ("lora", args.gguf_lora),
                                  ("merged", args.gguf_merged))})
     print_summary(metrics)
+    for side, a in ((metrics.get("backend") or {}).get("agreement") or {}).items():
+        print(f"llama.cpp vs PyTorch, {side}: top-1 next token agrees on "
+              f"{a['top1_agreement']:.2f} of {a['n_contexts']} contexts; option log-probs "
+              f"differ by {a['option_logprob_gap']:.3f} nats (mean |gap|); the choice agrees on "
+              f"{a['choice_agreement']:.2f}")

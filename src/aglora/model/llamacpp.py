@@ -246,13 +246,13 @@ def _torch_next(model: nn.Module, ids: list[int]) -> np.ndarray:
 
 
 def compare(runner: LlamaCpp, model: nn.Module, tok, probes: list[Probe],
-            base_side: bool = False) -> dict:
+            base_side: bool = False, cpp_scores: list[list[float]] | None = None) -> dict:
     """How close llama.cpp comes to PyTorch on the probes: the share of probe contexts where
     both give the same top-1 next token; the mean |log-prob gap| of PyTorch's top-1 token
     there; and over the options of the choice probes, the mean |gap| and mean signed gap
     (llama.cpp - PyTorch) of their summed log-probs, and the share of probes whose choice
     (answer beats every distractor, or not) agrees. `base_side`: PyTorch with its adapter
-    disabled."""
+    disabled; `cpp_scores`: `score_options(runner, ...)` when already computed."""
     agree, token_gaps = [], []
     with adapter_disabled(model) if base_side else contextlib.nullcontext():
         for p in probes:
@@ -263,7 +263,8 @@ def compare(runner: LlamaCpp, model: nn.Module, tok, probes: list[Probe],
             agree.append(float(top == int(np.argmax(got))))
             token_gaps.append(abs(float(got[top] - want[top])))
         torch_scores, _ = score_options_with_lengths(model, tok, probes)
-    cpp_scores, _ = score_options(runner, tok, probes)
+    if cpp_scores is None:
+        cpp_scores, _ = score_options(runner, tok, probes)
     gaps = [c - t for cs, ts in zip(cpp_scores, torch_scores, strict=True)
             for c, t in zip(cs, ts, strict=True)]
     choice = [float(choice_correct(c) == choice_correct(t))
@@ -338,6 +339,7 @@ def measure_sides(model: nn.Module, tok, probes: list[Probe], cfg: EvalConfig,
               **{f"gguf_{k}": str(v) if v else None for k, v in gguf.items()},
               "n_ctx": n_ctx, "n_samples": 0, "tokenizer": "the run's Hugging Face tokenizer"}
     if compare_torch:
-        record["agreement"] = {name: compare(runner, model, tok, probes, name == "base")
+        record["agreement"] = {name: compare(runner, model, tok, probes, name == "base",
+                                             sides[name][0])
                                for name, runner in runners.items()}
     return Measured(sides, _kl(runners, tok, probes), base_nll, record)
