@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gguf import GGUFReader
-from gguf.quants import dequantize
+from gguf import GGMLQuantizationType, GGUFReader
+from gguf.quants import dequantize, quantize
 from safetensors.torch import load_file
 
 from aglora.cli import main
+from aglora.export.gguf import QUANTS
 from aglora.model.identity import fingerprint
 from tests.export.tiny_gguf import D_FF, gguf_tensors, load_gguf_model, make_gguf_run, tiny_gguf
 from tests.misuse.conftest import assert_nothing_lost, refused, snapshot
@@ -131,6 +132,24 @@ def test_merged_gguf_q8_0_is_within_its_quantization_step(capsys, tmp_path, gguf
         if name in ("blk.0.ffn_down.weight", "blk.2.ffn_up.weight"):  # the adapter is in it
             assert np.abs(values - merged[name]).max() < np.abs(values - base[name]).max()
     assert _field(out, "general.file_type") == 7  # MOSTLY_Q8_0
+
+
+@pytest.mark.parametrize("quant", sorted(QUANTS))
+def test_every_quant_holds_the_merged_weights_quantized(capsys, tmp_path, gguf_run, quant):
+    """Each --quant type: 2D tensors in that type, holding exactly gguf.quants' encoding of the
+    merged weights (what llama.cpp reads back); norms F32."""
+    run_dir, pm = gguf_run
+    out = tmp_path / "merged.gguf"
+    _export(capsys, run_dir, "gguf", out, "--quant", quant)
+    qtype = GGMLQuantizationType[QUANTS[quant][0]]
+    merged = _merged_weights(pm)
+    for name, (type_name, values) in _tensors(out).items():
+        if values.ndim == 1:
+            assert type_name == "F32" and np.array_equal(values, merged[name])
+            continue
+        assert type_name == qtype.name, name
+        want = dequantize(quantize(merged[name], qtype), qtype).reshape(values.shape)
+        np.testing.assert_allclose(values, want, atol=1e-6, rtol=0, err_msg=name)
 
 
 def test_rows_that_do_not_divide_into_blocks_are_written_f16(capsys, tmp_path, run):
