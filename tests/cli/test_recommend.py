@@ -62,3 +62,19 @@ def test_ban_end_to_end_on_tiny_model(capsys, tmp_path, monkeypatch):
                  "--max-new-tokens", "6"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("base") and line.rstrip().endswith("after") for line in lines)
+
+
+def test_cli_ban_items_file_refusals(capsys, tmp_path):
+    """A list file with a slip is one `aglora: error:` line, exit 2, and nothing written."""
+    out = tmp_path / "r"
+    cases = [("# nothing here\n\n", "lists no title"),
+             ("The Matrix\nThe Matrx\n", "bans.txt:2: 'The Matrx' is not in the catalogue"),
+             ("The Matrix\n\nStar Wars\nThe Matrix\n", "bans.txt:4: 'The Matrix' is asked twice")]
+    for text, message in cases:
+        (tmp_path / "bans.txt").write_text(text)
+        assert main(["ban", "--items-file", str(tmp_path / "bans.txt"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("aglora: error:") and message in err[0]
+    assert main(["ban", "--items-file", str(tmp_path / "none.txt"), "--out", str(out)]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert not out.exists()
