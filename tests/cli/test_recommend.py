@@ -41,8 +41,12 @@ def test_ban_end_to_end_on_tiny_model(capsys, tmp_path, monkeypatch):
     first = catalog.movies[0].title
     a, b = tmp_path / "ban-a", tmp_path / "ban-b"
     common = ["--catalog", cat, "--model", str(model_dir), *TINY_SETTINGS]
-    assert main(["ban", "--item", first, "--item", catalog.movies[3].title, "--out", str(a),
-                 *common]) == 0
+    (tmp_path / "bans.txt").write_text(f"# two titles\n\n{catalog.movies[3].title}\n")
+    assert main(["ban", "--item", first, "--items-file", str(tmp_path / "bans.txt"),
+                 "--out", str(a), *common]) == 0
+    hist = json.loads((a / "train_history.json").read_text())
+    assert 0 < hist["check_seconds"] < hist["seconds"] and hist["step_seconds"] > 0
+    assert hist["final_check"]["items"] > 0  # ban.yaml: a full check after the last step
     concept = load_concept(a / "ban" / "concept.yaml")
     assert {p.answer for p in concept.forget} >= {first, catalog.movies[3].title}
     assert first not in {p.answer for p in concept.retain}
@@ -50,7 +54,9 @@ def test_ban_end_to_end_on_tiny_model(capsys, tmp_path, monkeypatch):
     assert rec["banned"] == [first, catalog.movies[3].title]
     assert rec["n_titles"] == len(catalog) and rec["n_rank_prompts"] <= 2
     assert 0 <= rec["ndcg10"]["mean"] <= 1 + 1e-9
-    assert "Recommendation" in (a / "report.md").read_text()
+    report = (a / "report.md").read_text()
+    assert "Recommendation" in report and "### Each banned title" in report
+    assert "early-stopping checks" in report
     assert list((tmp_path / "cache" / "recommend").glob("base-*.json"))
     assert main(["ban", "--item", catalog.movies[5].title, "--out", str(b), "--combine-with",
                  str(a), *common]) == 0
