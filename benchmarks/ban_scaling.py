@@ -1,7 +1,8 @@
 """How the cost of `aglora ban` grows with the number of banned titles: bans of 1, 3, 10, 20.
 
     python benchmarks/ban_scaling.py [--sizes 1,3,10,20] [--out runs/ban-scaling]
-        [--items-file PATH] [--budget-minutes 40] [--set KEY=VALUE ...]
+        [--items-file PATH] [--budget-minutes 40] [--set KEY=VALUE ...] [--model M]
+        [--catalog CSV]
 
 The titles are the base model's most exposed ones (`aglora recommend --survey`'s library call,
 `aglora.recommend.show.survey`, on the ban's held-apart prompts), or the lines of
@@ -142,10 +143,10 @@ def figure(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def survey_titles(n: int, out: Path) -> list[str]:
+def survey_titles(n: int, out: Path, args: argparse.Namespace) -> list[str]:
     """The base model's `n` most exposed catalogue titles on the ban's held-apart prompts."""
     from aglora.recommend.show import survey
-    result = survey(top=n, out=out)
+    result = survey(args.catalog, args.model, args.overrides, top=n, out=out)
     return [r["title"] for r in result["top"]]
 
 
@@ -166,7 +167,7 @@ def _estimate(rows: list[dict], k: int) -> float:
     return rows[-1]["total_minutes"] * k / rows[-1]["items"] if rows else 0.0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,3,10,20", help="comma-separated numbers of titles")
     parser.add_argument("--out", default="runs/ban-scaling", help="directory of the runs")
@@ -175,9 +176,13 @@ def main() -> None:
                         help="skip a size whose extrapolated time exceeds this")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="passed to every ban")
-    args = parser.parse_args()
+    parser.add_argument("--model", help="base model (default: the embedded one)")
+    parser.add_argument("--catalog", help="catalogue CSV (default: the shipped one)")
+    args = parser.parse_args(argv)
     import logging
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("aglora").setLevel(logging.INFO)
+    if not logging.getLogger("aglora").handlers:
+        logging.getLogger("aglora").addHandler(logging.StreamHandler())
     from aglora.recommend.ban import run_ban
     from aglora.runtime.hostspeed import speed_line
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -186,7 +191,7 @@ def main() -> None:
         from aglora.recommend.items import read_items_file
         titles = [a.title for a in read_items_file(args.items_file)]
     else:
-        titles = survey_titles(max(sizes), out)
+        titles = survey_titles(max(sizes), out, args)
     print(f"titles, most exposed first: {titles}")
     rows: list[dict] = []
     skipped: dict[int, str] = {}
@@ -202,7 +207,7 @@ def main() -> None:
         run_dir = out / f"ban-{k}"
         done = "recommendation" in _read(run_dir / "metrics.json")
         start = time.time()
-        run_ban(titles[:k], run_dir, overrides=args.overrides)
+        run_ban(titles[:k], run_dir, args.catalog, args.model, args.overrides)
         wall = time.time() - start
         if done:  # a finished run, reopened: its first measured time, if recorded
             wall = _read(out / "ban_scaling.json").get("wall_seconds", {}).get(str(k))

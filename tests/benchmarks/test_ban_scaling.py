@@ -7,6 +7,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,3 +57,26 @@ def test_a_row_from_a_finished_ban_and_the_lines_it_misses(tmp_path):
     assert lines[3].startswith("| 20 | skipped: estimated 50 min")
     assert mod.figure([row, {**row, "items": 10}], tmp_path / "f.png").stat().st_size > 1000
     assert mod._estimate([row], 10) == 20.0 * 10 / 3
+
+
+@pytest.mark.slow  # two bans on the tiny model, about 12 s
+def test_the_benchmark_runs_two_sizes_on_a_tiny_model(tmp_path, monkeypatch, capsys):
+    from tests.cli.test_recommend import TINY_SETTINGS
+    from tests.recommend.helpers import small_catalog
+    from tests.tiny import make_model, make_tokenizer
+    monkeypatch.setenv("AGLORA_CACHE", str(tmp_path / "cache"))
+    model_dir = tmp_path / "tiny-model"
+    make_model().save_pretrained(model_dir)
+    make_tokenizer().save_pretrained(model_dir)
+    catalog = small_catalog(tmp_path)
+    (tmp_path / "titles.txt").write_text("\n".join(m.title for m in catalog.movies[:3]) + "\n")
+    out = tmp_path / "scaling"
+    _module().main(["--sizes", "1,2,5", "--out", str(out), "--items-file",
+                    str(tmp_path / "titles.txt"), "--model", str(model_dir), "--catalog",
+                    str(catalog.source), *TINY_SETTINGS])
+    text = capsys.readouterr().out
+    assert "| 1 | 2 (cap) |" in text and "| 2 | 2 (cap) |" in text
+    assert "| 5 | skipped: only 3 titles |" in text
+    result = json.loads((out / "ban_scaling.json").read_text())
+    assert [r["items"] for r in result["rows"]] == [1, 2]
+    assert (out / "ban_scaling.png").is_file() and (out / "ban-2" / "report.md").is_file()
