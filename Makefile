@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo ban-demo suite test test-slow test-embedded test-all lint clean
+.PHONY: setup demo ban-demo suite test test-slow test-embedded test-llamacpp test-all lint clean
 
 setup: $(VENV)/.installed
 
@@ -40,8 +40,14 @@ test-slow: setup
 test-embedded: setup
 	$(BIN)/python -m pytest -q -m embedded
 
+# llama.cpp runtime checks (GGUF exports run in llama-cpp-python): installs the `llamacpp` extra,
+# which builds llama.cpp from source (cmake, g++; 818 s at -j1 on 2 cores, docs/serving.md).
+test-llamacpp: setup
+	$(BIN)/pip install -q -e '.[llamacpp]'
+	$(BIN)/python -m pytest -q -m llamacpp
+
 # What CI runs.
-test-all: test test-slow test-embedded
+test-all: test test-slow test-embedded test-llamacpp
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -162,12 +162,19 @@ def load_probes(path: str | Path, skip_invalid: bool = False) -> tuple[list[Prob
     return probes, skipped
 
 
+TOFU_SETS = (("world_facts_perturbed", "tofu-world-facts"),
+             ("real_authors_perturbed", "tofu-real-authors"))  # (file stem, probe family)
+
+
+def tofu_files() -> list[Path]:
+    """The files `load_tofu` reads (inputs of whatever evaluates on them)."""
+    return [DATA_DIR / "tofu" / f"{stem}.json" for stem, _ in TOFU_SETS]
+
+
 def load_tofu(limit: int = 0) -> list[Probe]:
     """TOFU's world-facts and real-authors sets (MIT) as utility probes."""
     probes: list[Probe] = []
-    for stem, family in (("world_facts_perturbed", "tofu-world-facts"),
-                         ("real_authors_perturbed", "tofu-real-authors")):
-        path = DATA_DIR / "tofu" / f"{stem}.json"
+    for path, (_, family) in zip(tofu_files(), TOFU_SETS, strict=True):
         rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
         if limit:
             rows = rows[:limit]
@@ -202,6 +209,10 @@ class ConceptSpec:
     source: Path | None
     description: str = ""
     include_files: list[Path] = field(default_factory=list)
+
+    def item_files(self) -> list[Path]:
+        """The files its forget and retain items come from: the spec and its include files."""
+        return [p for p in (self.source, *self.include_files) if p]
 
     def input_files(self) -> list[Path]:
         """Every file this spec was read from: the spec, its include files, its probe files."""

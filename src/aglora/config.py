@@ -197,6 +197,13 @@ class TrainConfig:
         "with a validation split: also stop once the held-out retain items the base model knows "
         "fall below this likelihood-choice accuracy (the neighbours' guard; empty = off)")
     stop_each_form: bool = setting(False, "stopping needs each form (family) at the goal too")
+    disruption_mask: bool = setting(
+        False,
+        "the forget term moves a LoRA weight entry only where its gradient's sign agrees with "
+        "the (accumulated) retain gradient's (MUDMAN's disruption masking; "
+        "aglora.pipeline.train.disruption)")
+    disruption_momentum: float = setting(
+        0.9, "momentum of the retain-gradient average the disruption mask compares with")
     seed: int = setting(0, "seed for batching and initialisation")
 
     def __post_init__(self) -> None:
@@ -212,6 +219,8 @@ class TrainConfig:
         for name in ("batch_size", "max_steps", "check_every"):
             check_range(f"train.{name}", getattr(self, name), 1)
         check_range("train.stop_margin", self.stop_margin)
+        check_range("train.disruption_momentum", self.disruption_momentum, 0, 1,
+                    high_open=True, fix="0 = this step's retain gradient alone")
         if self.min_steps > self.max_steps:
             raise AgloraError(f"train.min_steps={self.min_steps} exceeds train.max_steps="
                               f"{self.max_steps}: lower min_steps or raise max_steps")

@@ -66,13 +66,15 @@ def test_bench_runs_resumes_and_tabulates(tmp_path, concept_path, tok):
 
 
 def _comparable(cell: dict) -> dict:
-    """A cell without what depends on timing or process memory."""
+    """A cell without what depends on timing or process memory, nor the hashes of its inputs
+    and artifact (another bench's shared/base_side.json holds another timing)."""
     cost = {k: v for k, v in cell["cost"].items()
             if not k.endswith("_seconds") and k != "peak_memory_bytes"}
     train = {**cell["train"], "seconds": None,
              "history": [{k: v for k, v in row.items() if k != "seconds"}
                          for row in cell["train"]["history"]]}
-    return {**cell, "cost": cost, "train": train}
+    kept = {k: v for k, v in cell.items() if k not in ("inputs", "artifacts")}
+    return {**kept, "cost": cost, "train": train}
 
 
 def _table(md: str) -> list[list[str]]:

@@ -57,4 +57,4 @@ def test_table_from_fake_cells():
 def test_write_outputs_needs_cells(tmp_path, concept_path):
     cfg = load_bench_config(bench_yaml(tmp_path, concept_path))
     with pytest.raises(AgloraError, match="no finished cell"):
-        write_outputs(tmp_path, cfg, cfg.entries, 1, {})
+        write_outputs(tmp_path, cfg, cfg.entries, 1, {}, [])

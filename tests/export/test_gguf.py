@@ -10,29 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from gguf import GGMLQuantizationType, GGUFReader
+from gguf import GGUFReader
 from gguf.quants import dequantize
 from safetensors.torch import load_file
 
 from aglora.cli import main
-from aglora.config import LoraConfig, ModelConfig, RunConfig, dump_config
-from aglora.model.adapter import attach_lora, save_adapter
 from aglora.model.identity import fingerprint
-from aglora.model.load import load_model
-from aglora.model.neurons import NeuronMask
-from tests.export.tiny_gguf import gguf_tensors, write_tiny_gguf
+from tests.export.tiny_gguf import D_FF, gguf_tensors, load_gguf_model, make_gguf_run, tiny_gguf
 from tests.misuse.conftest import assert_nothing_lost, refused, snapshot
-from tests.tiny import make_model, make_tokenizer
-
-D_FF = 64  # rows of down_proj divide into 32-wide quantization blocks
-MODULES = ("down_proj", "gate_proj", "up_proj")
-
-
-def tiny_gguf(path: Path, seed: int = 0, d_ff: int = D_FF, layers: int = 3,
-              qtype=GGMLQuantizationType.F32) -> Path:
-    return write_tiny_gguf(make_model(seed=seed, d_ff=d_ff, layers=layers), make_tokenizer(),
-                           path, qtype)
+from tests.tiny import make_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -42,30 +28,6 @@ def gguf_dir(tmp_path_factory) -> Path:
     tiny_gguf(d / "other.gguf", seed=1)
     tiny_gguf(d / "short.gguf", layers=2)
     return d
-
-
-def _load(path: Path):
-    return load_model(ModelConfig(name_or_path=str(path), device="cpu"))[0]
-
-
-def make_gguf_run(run_dir: Path, base: Path, modules=MODULES, rank: int = 4):
-    """A run on a GGUF base whose masked adapter (layers 0 and 2) has non-zero factors;
-    returns (run_dir, the adapted model)."""
-    run_dir.mkdir(parents=True)
-    cfg = RunConfig(name="tiny", model=ModelConfig(name_or_path=str(base), device="cpu"),
-                    lora=LoraConfig(modules=list(modules), rank=rank))
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
-    mask = NeuronMask(torch.zeros(3, D_FF), [0, 1, 2])
-    mask.mask[0, [1, 7, 30, 63]] = 1
-    mask.mask[2, [0, 40]] = 1
-    torch.manual_seed(0)
-    pm = attach_lora(_load(base), mask, cfg.lora)
-    for name, p in pm.named_parameters():
-        if "lora_B" in name:  # non-zero, as after training
-            torch.nn.init.normal_(p, std=0.2)
-    pm.eval()
-    save_adapter(pm, run_dir / "adapter", {"concept": "tiny"})
-    return run_dir, pm
 
 
 @pytest.fixture
@@ -116,7 +78,7 @@ def test_gguf_lora_holds_the_adapter_exactly(capsys, tmp_path, gguf_run, gguf_di
     assert set(tensors) == names  # layer 1 holds no neuron: no LoRA there
     peft = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     merged = _merged_weights(pm)
-    base = gguf_tensors(_load(gguf_dir / "base.gguf"))
+    base = gguf_tensors(load_gguf_model(gguf_dir / "base.gguf"))
     for i in (0, 2):
         for m in ("down", "gate", "up"):
             name = f"blk.{i}.ffn_{m}.weight"
@@ -129,7 +91,7 @@ def test_gguf_lora_holds_the_adapter_exactly(capsys, tmp_path, gguf_run, gguf_di
             np.testing.assert_allclose(16.0 / 4 * (b @ a), merged[name] - base[name], atol=1e-6)
     record = json.loads(_field(out, "aglora.export"))
     assert record["export"] == "gguf-lora" and record["lora_alpha"] == 16.0
-    assert record["base_fingerprint"] == fingerprint(_load(gguf_dir / "base.gguf"))
+    assert record["base_fingerprint"] == fingerprint(load_gguf_model(gguf_dir / "base.gguf"))
     assert not list(tmp_path.glob(".adapter.gguf.*"))  # no temporary file left behind
 
 
@@ -156,7 +118,7 @@ def test_merged_gguf_q8_0_is_within_its_quantization_step(capsys, tmp_path, gguf
     printed = _export(capsys, run_dir, "gguf", out)  # q8_0 by default
     assert "q8_0 weights" in printed and "F16" not in printed
     merged = _merged_weights(pm)
-    base = gguf_tensors(_load(gguf_dir / "base.gguf"))
+    base = gguf_tensors(load_gguf_model(gguf_dir / "base.gguf"))
     for name, (qtype, values) in _tensors(out).items():
         if values.ndim == 1:
             assert qtype == "F32" and np.array_equal(values, merged[name])

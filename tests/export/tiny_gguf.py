@@ -1,15 +1,22 @@
 """A tiny Llama model written as a GGUF file in code, the way llama.cpp's convert_hf_to_gguf.py
 lays one out (llama.* keys, a gpt2-style byte-level tokenizer, attn_q/attn_k rows permuted for
 llama.cpp's rope), so that transformers loads it back as the same model: a GGUF base for the
-export tests without a download."""
+export and llama.cpp tests without a download; and a run on such a base with a masked adapter."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
 from gguf import GGMLQuantizationType, GGUFWriter, TokenType
 from gguf.quants import quantize
+
+from aglora.config import LoraConfig, ModelConfig, RunConfig, dump_config
+from aglora.model.adapter import attach_lora, save_adapter
+from aglora.model.load import load_model
+from aglora.model.neurons import NeuronMask
+from tests.tiny import make_model, make_tokenizer
 
 _LAYER = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
           "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
@@ -100,3 +107,39 @@ def write_tiny_gguf(model, tok, path: Path,
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+D_FF = 64  # rows of down_proj divide into 32-wide quantization blocks
+MODULES = ("down_proj", "gate_proj", "up_proj")
+
+
+def tiny_gguf(path: Path, seed: int = 0, d_ff: int = D_FF, layers: int = 3,
+              qtype=GGMLQuantizationType.F32) -> Path:
+    """make_model(seed, d_ff, layers) and the tiny tokenizer as a GGUF file."""
+    return write_tiny_gguf(make_model(seed=seed, d_ff=d_ff, layers=layers), make_tokenizer(),
+                           path, qtype)
+
+
+def load_gguf_model(path: Path):
+    """The GGUF file loaded as aglora loads a model (transformers, dequantized)."""
+    return load_model(ModelConfig(name_or_path=str(path), device="cpu"))[0]
+
+
+def make_gguf_run(run_dir: Path, base: Path, modules=MODULES, rank: int = 4):
+    """A run on a GGUF base whose masked adapter (layers 0 and 2) has non-zero factors;
+    returns (run_dir, the adapted model)."""
+    run_dir.mkdir(parents=True)
+    cfg = RunConfig(name="tiny", model=ModelConfig(name_or_path=str(base), device="cpu"),
+                    lora=LoraConfig(modules=list(modules), rank=rank))
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    mask = NeuronMask(torch.zeros(3, D_FF), [0, 1, 2])
+    mask.mask[0, [1, 7, 30, 63]] = 1
+    mask.mask[2, [0, 40]] = 1
+    torch.manual_seed(0)
+    pm = attach_lora(load_gguf_model(base), mask, cfg.lora)
+    for name, p in pm.named_parameters():
+        if "lora_B" in name:  # non-zero, as after training
+            torch.nn.init.normal_(p, std=0.2)
+    pm.eval()
+    save_adapter(pm, run_dir / "adapter", {"concept": "tiny"})
+    return run_dir, pm

@@ -20,7 +20,7 @@ from torch import nn
 
 from aglora.bench.config import BenchConfig, BenchSettings, MethodEntry
 from aglora.bench.memory import PeakMemory, release_memory
-from aglora.concepts import ConceptSpec, Probe
+from aglora.concepts import ConceptSpec, Probe, tofu_files
 from aglora.config import (
     RunConfig,
 )
@@ -35,6 +35,14 @@ from aglora.runtime.artifacts import (
     save_tensors,
 )
 from aglora.runtime.cache import cache_key, cached_json
+from aglora.runtime.hashes import (
+    Hashes,
+    changed_artifacts,
+    changed_inputs,
+    file_hashes,
+    path_hashes,
+    read_result,
+)
 from aglora.settings import to_dict
 
 _log = logging.getLogger("aglora")
@@ -77,8 +85,9 @@ def shared_scores(model: nn.Module, tok, concept: ConceptSpec, run: RunConfig, o
     from aglora.pipeline.record import record
     from aglora.pipeline.score import compute_scores
     shared = out / "shared"
-    key = cache_key({"concept": run.concept, "score": to_dict(run.score),
-                     "mask_seed": run.mask.seed, "model": weights_digest(model)})
+    key = cache_key({"concept": run.concept, "items": file_hashes(concept.item_files()),
+                     "score": to_dict(run.score), "mask_seed": run.mask.seed,
+                     "model": weights_digest(model)})
 
     def compute() -> dict:
         log("[bench] recording and scoring the concept's neurons (once)")
@@ -90,7 +99,7 @@ def shared_scores(model: nn.Module, tok, concept: ConceptSpec, run: RunConfig, o
         save_tensors(shared / "scores.safetensors", scores)
         return {"seconds": time.time() - start}
 
-    meta = cached_json(shared / "scores.json", compute, key=key)
+    meta = cached_json(shared / "scores.json", compute, key=key, artifacts=SHARED_TENSORS)
     return (load_tensors(shared / "activations.safetensors"),
             load_tensors(shared / "scores.safetensors"), meta["seconds"])
 
@@ -112,6 +121,10 @@ def shared_base_side(model: nn.Module, tok, probes: list[Probe], s: BenchSetting
     return SideResult(data["scores"], data["lengths"], data["generations"]), data["seconds"]
 
 
+SHARED_TENSORS = ("activations.safetensors", "scores.safetensors")  # beside shared/scores.json
+SHARED_FILES = (*(f"shared/{name}" for name in SHARED_TENSORS), "shared/base_side.json")
+
+
 def read_shared(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
                                      SideResult]:
     """(activation statistics, AG scores, base side) as `shared_scores` and `shared_base_side`
@@ -128,10 +141,35 @@ def cell_json(out: Path, entry: MethodEntry, seed: int) -> Path:
     return out / "cells" / entry.label / f"seed{seed}.json"
 
 
-def cell_done(cfg: BenchConfig, out: Path, entry: MethodEntry, seed: int) -> bool:
-    """Whether the cell's result exists with the same settings (a rerun skips it)."""
-    path = cell_json(out, entry, seed)
-    return path.is_file() and read_json(path).get("key") == cell_key(cfg, entry, seed)
+def bench_inputs(out: Path, concept: ConceptSpec, run: RunConfig) -> Hashes:
+    """sha256 of what every cell reads: the concept spec, its include and probe files (TOFU's
+    too when the evaluation includes them) and the shared steps' files under out/shared/."""
+    files = concept.input_files() + (tofu_files() if run.eval.include_tofu else [])
+    return {**file_hashes(files), **path_hashes(out, SHARED_FILES)}
+
+
+def cell_inputs(cfg: BenchConfig, entry: MethodEntry, seed: int, common: Hashes) -> Hashes:
+    """What one cell reads: its settings (`cell_key`) and the inputs every cell reads."""
+    return {"config": cell_key(cfg, entry, seed), **common}
+
+
+def with_hashes(cell: dict, out: Path, entry: MethodEntry, seed: int, inputs: Hashes) -> dict:
+    """`cell` with the hashes a rerun checks: its inputs, and its artifact folder (if any)."""
+    rel = cell_json(out, entry, seed).with_suffix("").relative_to(out).as_posix()
+    return {**cell, "inputs": inputs, "artifacts": {
+        k: v for k, v in path_hashes(out, [rel]).items() if v is not None}}
+
+
+def finished_cell(cfg: BenchConfig, out: Path, entry: MethodEntry, seed: int,
+               common: Hashes) -> tuple[dict | None, str | None]:
+    """(the cell's result, None) when a rerun may skip it, else (None, why it runs): not run
+    yet, its JSON damaged, its artifact changed, or an input changed since it ran."""
+    cell, damaged = read_result(cell_json(out, entry, seed))
+    if cell is None:
+        return None, damaged or "not run yet"
+    why = (changed_inputs(cell.get("inputs"), cell_inputs(cfg, entry, seed, common))
+           or changed_artifacts(cell.get("artifacts"), out))
+    return (None, why) if why else (cell, None)
 
 
 def cell_key(cfg: BenchConfig, entry: MethodEntry, seed: int) -> str:

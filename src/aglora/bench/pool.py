@@ -49,12 +49,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from aglora.bench.cells import SideResult, cell_json, read_shared, run_cell
+from aglora.bench.cells import (
+    SideResult,
+    cell_inputs,
+    cell_json,
+    read_shared,
+    run_cell,
+    with_hashes,
+)
 from aglora.bench.config import BenchConfig, MethodEntry
 from aglora.bench.table import cell_values
 from aglora.concepts import ConceptSpec, Probe
-from aglora.errors import AgloraError
+from aglora.errors import AgloraError, disk_problem
 from aglora.runtime.artifacts import write_json
+from aglora.runtime.hashes import Hashes
 
 _log = logging.getLogger("aglora")
 Log = Callable[[str], None]
@@ -85,6 +93,7 @@ class Cells:
     scores: dict[str, torch.Tensor]
     cfg: BenchConfig
     out: Path
+    inputs: Hashes  # what every cell reads, recorded in its JSON (`bench.cells.bench_inputs`)
 
 
 @dataclass
@@ -95,6 +104,7 @@ class PoolSetup:
     concept: ConceptSpec
     probes: list[Probe]
     out: Path
+    inputs: Hashes
     model_tok: tuple | None = None  # None: load run.model
 
 
@@ -117,7 +127,8 @@ def run_one(cells: Cells | Callable[[], Cells], entry: MethodEntry, seed: int, n
     path = cell_json(c.out, entry, seed)
     cell = run_cell(c.model, c.tok, c.concept, c.probes, c.base_side, c.stats, c.scores, c.cfg,
                     entry, seed, path.with_suffix(""), log=_quiet(log, name))
-    write_json(path, cell)
+    write_json(path, with_hashes(cell, c.out, entry, seed,
+                                 cell_inputs(c.cfg, entry, seed, c.inputs)))
     v = cell_values(cell)
     log(f"[bench] ({n}/{total}) {name}: {time.time() - start:.0f} s; "
         f"forget acc {v['forget_acc']:.2f}, neighbour acc {v['neighbor_acc']:.2f}, "
@@ -130,7 +141,7 @@ def run_cells(cells: Cells, todo: list[Todo], total: int, log: Log = _log.info) 
         try:
             run_one(cells, entry, seed, n, total, log)
         except Exception as exc:
-            if not isinstance(exc, AgloraError):
+            if not _expected(exc):
                 log(f"[bench] {cell_name(entry, seed)} failed:\n{traceback.format_exc()}")
             raise cell_failure([cell_name(entry, seed)], exc) from exc
 
@@ -144,6 +155,8 @@ def cell_failure(names: list[str], exc: BaseException) -> AgloraError:
                   " ran (killed, or out of memory?)")
     elif isinstance(exc, AgloraError):
         reason = str(exc)
+    elif disk_problem(exc):
+        reason = disk_problem(exc)
     else:
         reason = f"{type(exc).__name__}: {exc}"
     return AgloraError(f"bench {which} failed: {reason}. The finished cells are kept: rerun the "
@@ -173,7 +186,7 @@ def run_pool(setup: PoolSetup, todo: list[Todo], total: int, jobs: int, threads:
             failed = (names, exc)
             for f in futures:
                 f.cancel()  # those not yet handed to a worker
-            if not isinstance(exc, (AgloraError, BrokenProcessPool)):
+            if not _expected(exc) and not isinstance(exc, BrokenProcessPool):
                 log(f"[bench] {names[0]} failed:\n{_remote_traceback(exc)}")
             running = [c for f, c in futures.items() if c in relay.started and not f.done()]
             if running:
@@ -187,6 +200,11 @@ def run_pool(setup: PoolSetup, todo: list[Todo], total: int, jobs: int, threads:
     relay.stop()  # after the workers exited: every record they sent has arrived
     if failed is not None:
         raise cell_failure(*failed) from failed[1]
+
+
+def _expected(exc: BaseException) -> bool:
+    """An input problem or a full or read-only disk: one line, no traceback."""
+    return isinstance(exc, AgloraError) or disk_problem(exc) is not None
 
 
 def _finished(futures: dict[Future, str]) -> set[str]:
@@ -271,7 +289,8 @@ def _worker_cells() -> Cells:
             from aglora.model.load import load_model
             model, tok = load_model(s.cfg.settings.run.model)
         stats, scores, base_side = read_shared(s.out)
-        _CELLS = Cells(model, tok, s.concept, s.probes, base_side, stats, scores, s.cfg, s.out)
+        _CELLS = Cells(model, tok, s.concept, s.probes, base_side, stats, scores, s.cfg, s.out,
+                       s.inputs)
     return _CELLS
 
 

@@ -17,12 +17,12 @@ from aglora.bench.config import BenchConfig, MethodEntry
 from aglora.errors import AgloraError
 from aglora.methods import METHODS
 from aglora.runtime.artifacts import (
-    read_json,
     write_json,
     write_text,
     write_with,
 )
 from aglora.runtime.format import fmt_count, fmt_mean_sd, human_bytes
+from aglora.runtime.hashes import read_result
 
 
 def _get(d: dict, path: str) -> float:
@@ -231,14 +231,8 @@ def _session_note(shared: dict) -> str:
 
 
 def write_outputs(out: Path, cfg: BenchConfig, entries: list[MethodEntry], seeds: int,
-                  shared: dict) -> dict:
-    """Collect every finished cell of the selected entries into bench.json/bench.md/plot."""
-    cells = []
-    for e in entries:
-        for seed in _seeds(e, seeds):
-            path = out / "cells" / e.label / f"seed{seed}.json"
-            if path.is_file():
-                cells.append(read_json(path))
+                  shared: dict, cells: list[dict]) -> dict:
+    """bench.json/bench.md/plot from `cells`, the finished cells of the selected entries."""
     if not cells:
         raise AgloraError(f"{out}: no finished cell to tabulate")
     summary = summarise(cells)
@@ -271,5 +265,6 @@ def _seeds(entry: MethodEntry, seeds: int) -> list[int]:
 
 def _cached_seconds(path: Path) -> float:
     """The seconds a shared step took, from its cache entry (NaN when there is none)."""
-    value = read_json(path).get("value") if path.is_file() else None
+    entry, _ = read_result(path)
+    value = (entry or {}).get("value")
     return float(value.get("seconds", float("nan"))) if isinstance(value, dict) else float("nan")

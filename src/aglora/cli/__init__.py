@@ -11,19 +11,14 @@ processes stay silent but for their own errors, and only `LAUNCHABLE` commands m
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import sys
 
 from aglora.cli import authoring, bench, controlled, export, recommend, run
-from aglora.errors import AgloraError
+from aglora.errors import AgloraError, disk_problem
 from aglora.runtime.lock import release_all
 from aglora.runtime.processes import MainProcessFailed, end, ranks
 
-DISK_ERRORS = {errno.ENOSPC: "free some disk space", errno.EDQUOT: "free some of your quota",
-               errno.EROFS: "choose an --out on a writable disk",
-               errno.EACCES: "choose an --out you may write to",
-               errno.EPERM: "choose an --out you may write to"}
 COMMANDS = (run, authoring, bench, controlled, recommend,
             export)  # each: add_parsers(sub), handles(args)
 
@@ -68,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         print("aglora: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except OSError as exc:
-        if exc.errno not in DISK_ERRORS:
+        problem = disk_problem(exc)  # a full or read-only disk (errors.DISK_ERRORS); else a bug
+        if problem is None:
             raise
-        where = f" writing {exc.filename}" if exc.filename else ""
-        print(f"aglora: error: {exc.strerror or exc}{where}; {DISK_ERRORS[exc.errno]} and rerun "
-              "the same command (finished stages are kept)", file=sys.stderr)
+        print(f"aglora: error: {problem} and rerun the same command (finished stages are kept)",
+              file=sys.stderr)
         return 2
     finally:
         release_all()  # the run-directory locks this command took

@@ -81,6 +81,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--relearn", default="0", metavar="K[,K2,...]",
                    help="relearning attack: fine-tune on a quarter of the forget facts, scored "
                         "after K steps (or at each checkpoint of a list: a curve)")
+    p.add_argument("--backend", default="torch", metavar="{torch,llama.cpp}",
+                   help="llama.cpp: the same metrics through llama-cpp-python on GGUF files "
+                        "(greedy generations only); with --adapter also its agreement with "
+                        "PyTorch")
+    p.add_argument("--gguf-base", metavar="BASE.gguf", help="llama.cpp: the base model's GGUF")
+    p.add_argument("--gguf-lora", metavar="ADAPTER.gguf",
+                   help="llama.cpp: the after side is the base GGUF with this LoRA GGUF "
+                        "(aglora export --format gguf-lora)")
+    p.add_argument("--gguf-merged", metavar="MERGED.gguf",
+                   help="llama.cpp: the after side is this merged GGUF (aglora export --format "
+                        "gguf)")
     common(p)
     p.set_defaults(handler=cmd_eval)
 
@@ -186,5 +197,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
                              adapter=Path(args.adapter) if args.adapter else None,
                              base=args.base, skip_invalid=args.skip_invalid, tofu=args.tofu,
                              samples=args.samples, relearn=relearn,
-                             overrides=args.overrides)
+                             overrides=args.overrides, backend=args.backend,
+                             **{f"gguf_{k}": Path(v) if v else None for k, v in (
+                                 ("base", args.gguf_base), ("lora", args.gguf_lora),
+                                 ("merged", args.gguf_merged))})
     print_summary(metrics)
+    for side, a in ((metrics.get("backend") or {}).get("agreement") or {}).items():
+        print(f"llama.cpp vs PyTorch, {side}: top-1 next token agrees on "
+              f"{a['top1_agreement']:.2f} of {a['n_contexts']} contexts; option log-probs "
+              f"differ by {a['option_logprob_gap']:.3f} nats (mean |gap|); the choice agrees on "
+              f"{a['choice_agreement']:.2f}")

@@ -8,8 +8,10 @@ AdamW); the paraphrases stay held out. Both models see the same number of epochs
 
 The fine-tuned weights are cached as safetensors under
 `<cache>/controlled/<key>/{full,retain}.safetensors` (written atomically, with `implant.json`
-beside them), where `key` hashes the catalogue, the implant settings and the base model's
-fingerprint, so a rerun loads them in a second instead of training again.
+beside them, recording each file's sha256), where `key` hashes the catalogue, the implant
+settings and the base model's fingerprint, so a rerun loads them in a second instead of training
+again; a weights file that no longer matches its sha256 (or a damaged `implant.json`) is trained
+again, not loaded.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from aglora.model.identity import weights_digest
 from aglora.model.tokens import encode
 from aglora.pipeline.train.loop import unfrozen
 from aglora.pipeline.train.objectives import nll_loss
-from aglora.runtime.artifacts import load_tensors, read_json, save_tensors, write_json
+from aglora.runtime.artifacts import digest, load_tensors, save_tensors, write_json
 from aglora.runtime.cache import cache_dir, cache_key
+from aglora.runtime.hashes import read_result
 
 _log = logging.getLogger("aglora")
 
@@ -134,12 +137,19 @@ def ensure_implanted(load_base: Callable[[], tuple[nn.Module, object]],
     folder = implant_dir(implant_key(catalogue_digest, cfg, base), root)
     del base
     meta_path = folder / "implant.json"
-    meta = read_json(meta_path) if meta_path.is_file() else {"variants": {}}
+    meta, damaged = read_result(meta_path)
+    if damaged:
+        log(f"[controlled] {damaged}; implanting again")
+    if not isinstance((meta or {}).get("variants"), dict):
+        meta = {"variants": {}}
     for variant in VARIANTS:
         path = folder / f"{variant}.safetensors"
-        if path.is_file() and variant in meta["variants"]:
+        why = _cache_miss(path, meta["variants"].get(variant))
+        if why is None:
             log(f"[controlled] implant cache hit: {path}")
             continue
+        if why != "not implanted yet":
+            log(f"[controlled] {path}: {why}; implanting again")
         log(f"[controlled] implanting the '{variant}' model ({len(items[variant])} items, "
             f"{cfg.epochs} epochs) -> {path}")
         model, tok = load_base()
@@ -147,12 +157,26 @@ def ensure_implanted(load_base: Callable[[], tuple[nn.Module, object]],
         history = finetune(model, tok, items[variant], cfg, log)
         save_tensors(path, weights_of(model))
         meta["variants"][variant] = {"n_items": len(items[variant]), "history": history,
-                                     "seconds": round(time.time() - start, 1)}
+                                     "seconds": round(time.time() - start, 1),
+                                     "sha256": digest(path)}
         meta["settings"] = asdict(cfg)
         meta["catalogue_sha256"] = catalogue_digest
         write_json(meta_path, meta)
         del model
     return folder
+
+
+def _cache_miss(path: Path, recorded: object) -> str | None:
+    """Why a cached variant cannot be used (not implanted, or its weights file is missing or
+    differs from the sha256 recorded when it was written), or None."""
+    if not isinstance(recorded, dict):
+        return "not implanted yet"
+    if "sha256" not in recorded:
+        return "cached by an earlier aglora without its hash"
+    now = digest(path)
+    if now is None:
+        return "missing"
+    return None if now == recorded["sha256"] else "changed since it was written (truncated?)"
 
 
 def load_implanted(load_base: Callable[[], tuple[nn.Module, object]], folder: Path,

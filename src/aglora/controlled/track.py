@@ -9,9 +9,12 @@ OUT/
   controlled.json             everything above in one file
   controlled.md               the table; controlled.png: forget quality vs model utility
 ```
-Each reference and method file is written atomically when it is done and is skipped on a rerun
-with the same settings, so an interrupted run resumes per method. The implanted models are
-cached across output directories (`implant.py`).
+Each reference and method file is written atomically when it is done, with the sha256 of what
+it read (its settings, TOFU's files, the implanted weights it starts from); a rerun skips it only
+while those match and the file reads back whole (`aglora.runtime.hashes`), so an interrupted run
+resumes per method and nothing stale or truncated is trusted. One process at a time works in the
+output directory (`aglora.runtime.lock`). The implanted models are cached across output
+directories (`implant.py`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from torch import nn
 
-from aglora.concepts import Probe, load_tofu
+from aglora.concepts import Probe, load_tofu, tofu_files
 from aglora.controlled import methods
 from aglora.controlled.catalogue import Catalogue, generate_catalogue
 from aglora.controlled.forget_quality import (
@@ -35,11 +38,13 @@ from aglora.controlled.forget_quality import (
     tofu_truth_ratio,
     truth_ratio_score,
 )
-from aglora.controlled.implant import ensure_implanted, load_implanted
+from aglora.controlled.implant import VARIANTS, ensure_implanted, load_implanted
 from aglora.controlled.settings import ControlledConfig
 from aglora.model.likelihood import choice_correct, margin, score_options_with_lengths
 from aglora.runtime.artifacts import read_json, write_json, write_text, write_with
 from aglora.runtime.format import fmt, fmt_p
+from aglora.runtime.hashes import Hashes, changed_inputs, file_hashes, json_hash, read_result
+from aglora.runtime.lock import holding
 
 _log = logging.getLogger("aglora")
 
@@ -127,24 +132,47 @@ def _reference_settings(settings: dict) -> dict:
     return {"config": config, "implant_cache": settings["implant_cache"]}
 
 
-def _done(path: Path, settings: dict) -> dict | None:
-    if path.is_file():
-        old = read_json(path)
-        if old.get("settings") == settings:
-            return old
+def _inputs(settings: dict, cfg: ControlledConfig, weights: Hashes) -> Hashes:
+    """sha256 of what a reference or method result reads: its settings, TOFU's files when the
+    real-world sets are measured, and the hashes `weights` of the implanted weights it starts
+    from (none for the base model)."""
+    out = {"config": json_hash(settings)}
+    if cfg.real_world_limit:
+        out.update(file_hashes(tofu_files(), prefix=""))
+    return {**out, **weights}
+
+
+def implant_hashes(folder: Path) -> dict[str, Hashes]:
+    """Per implant variant, the sha256 of its cached weights file (hashed once per track)."""
+    return {v: file_hashes([folder / f"{v}.safetensors"], prefix="") for v in VARIANTS}
+
+
+def _finished(path: Path, inputs: Hashes, name: str, log: Callable[[str], None]) -> dict | None:
+    """The result at `path` when a rerun may keep it (it reads back whole and its inputs are
+    unchanged), else None, saying why it is computed again."""
+    result, why = read_result(path)
+    if result is not None:
+        why = changed_inputs(result.get("inputs"), inputs)
+        if why is None:
+            return result
+    if why:
+        log(f"[controlled] {name}: computed again ({why})")
     return None
 
 
 def run_reference(name: str, load_base: Loader, folder: Path, sets: dict, cfg: ControlledConfig,
-                  out: Path, settings: dict, log: Callable[[str], None]) -> dict:
+                  out: Path, settings: dict, log: Callable[[str], None],
+                  implant: dict[str, Hashes] | None = None) -> dict:
     path = out / "reference" / f"{name}.json"
     settings = _reference_settings(settings)
-    done = _done(path, settings)
+    implant = implant if implant is not None else implant_hashes(folder)
+    inputs = _inputs(settings, cfg, implant.get(name, {}))
+    done = _finished(path, inputs, name, log)
     if done is not None:
         log(f"[controlled] {name}: already evaluated, skipped")
         return done
     model, tok = load_base() if name == "base" else load_implanted(load_base, folder, name)
-    result = {"name": name, "settings": settings,
+    result = {"name": name, "settings": settings, "inputs": inputs,
               "eval": evaluate_model(model, tok, sets, cfg.eval_batch_size, log, name)}
     write_json(path, result)
     return result
@@ -152,9 +180,11 @@ def run_reference(name: str, load_base: Loader, folder: Path, sets: dict, cfg: C
 
 def run_method(name: str, cat: Catalogue, load_base: Loader, folder: Path, sets: dict,
                cfg: ControlledConfig, out: Path, settings: dict,
-               log: Callable[[str], None]) -> dict:
+               log: Callable[[str], None], implant: dict[str, Hashes] | None = None) -> dict:
     path = out / "methods" / f"{name}.json"
-    done = _done(path, settings)
+    implant = implant if implant is not None else implant_hashes(folder)
+    inputs = _inputs(settings, cfg, implant["full"])
+    done = _finished(path, inputs, name, log)
     if done is not None:
         log(f"[controlled] {name}: already finished, skipped")
         return done
@@ -166,7 +196,7 @@ def run_method(name: str, cat: Catalogue, load_base: Loader, folder: Path, sets:
     model, tok = load_implanted(load_base, folder, "full")
     outcome = methods.run_method(name, model, tok, forget_items, retain_items, cfg.method, log)
     ev = evaluate_model(outcome.model, tok, sets, cfg.eval_batch_size, log, name)
-    result = {"name": name, "settings": settings, "steps": outcome.steps,
+    result = {"name": name, "settings": settings, "inputs": inputs, "steps": outcome.steps,
               "trainable_params": outcome.trainable_params,
               "train_seconds": round(outcome.seconds, 1),
               "wall_seconds": round(time.time() - start, 1), "history": outcome.history,
@@ -177,9 +207,18 @@ def run_method(name: str, cat: Catalogue, load_base: Loader, folder: Path, sets:
 
 def run_controlled(cfg: ControlledConfig, out: Path, load_base: Loader,
                    cache_root: Path | None = None, log: Callable[[str], None] = _log.info) -> dict:
-    """The whole track; returns (and writes) controlled.json."""
+    """The whole track; returns (and writes) controlled.json. The output directory is locked
+    while it runs (`aglora.runtime.lock`)."""
+    from aglora.pipeline.run import check_out_dir
     out = Path(out)
+    check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
+    with holding(out):
+        return _run_track(cfg, out, load_base, cache_root, log)
+
+
+def _run_track(cfg: ControlledConfig, out: Path, load_base: Loader, cache_root: Path | None,
+               log: Callable[[str], None]) -> dict:
     start = time.time()
     cat = generate_catalogue(cfg.seed, cfg.n_films, cfg.n_forget)
     write_json(out / "catalogue.json", cat.to_dict())
@@ -187,8 +226,9 @@ def run_controlled(cfg: ControlledConfig, out: Path, load_base: Loader,
              "retain": [q.question for q in cat.questions if q.question.split != "forget"]}
     folder = ensure_implanted(load_base, items, cat.digest(), cfg.implant, cache_root, log)
     settings = _settings(cfg, folder)
+    implant = implant_hashes(folder)
     sets = eval_sets(cat, cfg)
-    refs = {name: run_reference(name, load_base, folder, sets, cfg, out, settings, log)
+    refs = {name: run_reference(name, load_base, folder, sets, cfg, out, settings, log, implant)
             for name in REFERENCES}
     retain_ratios = refs["retain"]["eval"]["forget_films"]["truth_ratios"]
     for ref in refs.values():
@@ -196,7 +236,8 @@ def run_controlled(cfg: ControlledConfig, out: Path, load_base: Loader,
     methods = {}
     for name in cfg.methods:
         methods[name] = add_tofu_metrics(
-            run_method(name, cat, load_base, folder, sets, cfg, out, settings, log), retain_ratios)
+            run_method(name, cat, load_base, folder, sets, cfg, out, settings, log, implant),
+            retain_ratios)
     summary = {"settings": settings, "catalogue_sha256": cat.digest(),
                "forget_films": [f.title for f in cat.forget_films],
                "implant": read_json(folder / "implant.json"),

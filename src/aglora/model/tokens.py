@@ -67,19 +67,23 @@ def context_length(model) -> int | None:
     return n if isinstance(n, int) and n > 0 else None
 
 
-def check_lengths(tok, model, probes: list[Probe], what: str) -> None:
-    """Refuse a probe whose context and longest option do not fit the model's context."""
+def check_lengths(tok, model, probes: list[Probe], what: str, new_tokens: int = 0,
+                  fix: str = "shorten the prompt") -> None:
+    """Refuse a probe whose context and longest option (or `new_tokens` generated tokens, when
+    more) do not fit the model's context; the message names the probe and ends with `fix`."""
     n_ctx = context_length(model)
     if n_ctx is None:
         return
     for probe in probes:
         ctx = context_text(tok, probe)
-        n = len(context_ids(tok, probe, ctx)) + max(
-            [len(target_ids(tok, ctx, t)) for t in [probe.answer or "", *probe.distractors]])
+        options = [probe.answer or "", *probe.distractors]
+        longest = max(len(target_ids(tok, ctx, t)) for t in options)
+        n = len(context_ids(tok, probe, ctx)) + max(longest, new_tokens)
         if n > n_ctx:
+            after = f"{new_tokens} generated tokens" if new_tokens > longest else "its answer"
             raise AgloraError(f"{what} {probe.id or probe.prompt[:40]!r}: {n} tokens with the chat "
-                              f"template and its answer, longer than the model's context of "
-                              f"{n_ctx}; shorten the prompt")
+                              f"template and {after}, longer than the model's context of "
+                              f"{n_ctx}; {fix}")
 
 
 @dataclass

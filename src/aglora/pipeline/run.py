@@ -53,14 +53,20 @@ from aglora.errors import AgloraError
 from aglora.model.neurons import NeuronMask
 from aglora.pipeline.mask import load_mask, save_mask, select
 from aglora.runtime.artifacts import (
-    digest,
     load_tensors,
     read_json,
     save_tensors,
-    sha256_bytes,
     write_eval_outputs,
     write_json,
     write_text,
+)
+from aglora.runtime.hashes import (
+    changed_artifacts,
+    changed_inputs,
+    file_hashes,
+    path_hashes,
+    read_result,
+    text_hash,
 )
 from aglora.runtime.lock import LOCK_NAME, lock_dir
 from aglora.runtime.processes import is_main, on_main, ranks
@@ -110,6 +116,7 @@ class RunContext:
     _training: TrainingItems | None = None
     state: dict = field(default_factory=dict)
     report_sections: tuple = ()  # extra report sections, e.g. a ban's (see pipeline.report)
+    model_checks: tuple = ()  # more checks f(model, tok) right after the load, e.g. a ban's
 
     # ---- lazily loaded inputs -------------------------------------------------------------
     @property
@@ -137,6 +144,8 @@ class RunContext:
             from aglora.model.load import load_model
             model, tok = load_model(self.cfg.model)
             check_model_fit(self, model, tok)
+            for check in self.model_checks:
+                check(model, tok)
             self._model, self._tok = model, tok
         return self._model, self._tok
 
@@ -150,14 +159,10 @@ class RunContext:
 
     # ---- state ------------------------------------------------------------------------------
     def load_state(self) -> None:
-        path = self.run_dir / "state.json"
-        try:
-            state = read_json(path) if path.is_file() else {}
-        except AgloraError as exc:  # a damaged state: every stage runs again
-            log.warning(f"[aglora] warning: {exc}; every stage runs again")
-            state = {}
-        if not isinstance(state, dict):
-            state = {}
+        state, damaged = read_result(self.run_dir / "state.json")
+        if damaged:  # a damaged state: every stage runs again
+            log.warning(f"[aglora] warning: {damaged}; every stage runs again")
+        state = state or {}
         for key in ("finished", "wall_seconds", "inputs", "artifacts"):
             if not isinstance(state.get(key), dict):
                 state[key] = {}
@@ -166,15 +171,13 @@ class RunContext:
     def stage_inputs(self, stage: str) -> dict[str, str | None]:
         """sha256 of what `stage` reads: the resolved config, the concept files it uses and the
         artifacts of the stages before it."""
-        out: dict[str, str | None] = {"config": sha256_bytes(dump_config(self.cfg).encode())}
+        out: dict[str, str | None] = {"config": text_hash(dump_config(self.cfg))}
         which = STAGE_SPEC_INPUTS.get(stage)
         if which:
             spec = self.concept
-            files = spec.input_files() if which == "all" else [
-                p for p in (spec.source, *spec.include_files) if p]
-            out.update({f"concept:{p}": digest(p) for p in files})
+            out.update(file_hashes(spec.input_files() if which == "all" else spec.item_files()))
         for earlier in STAGES[:STAGES.index(stage)]:
-            out.update({rel: digest(self.run_dir / rel) for rel in ARTIFACTS[earlier]})
+            out.update(path_hashes(self.run_dir, ARTIFACTS[earlier]))
         return out
 
     def finish(self, stage: str, seconds: float,
@@ -188,8 +191,7 @@ class RunContext:
     def refresh_artifacts(self, stage: str, write: bool = True) -> None:
         """Record the hashes of `stage`'s artifacts as they are now (after code that amends a
         finished stage's output on purpose, e.g. a ban's metrics)."""
-        self.state["artifacts"][stage] = {
-            rel: digest(self.run_dir / rel) for rel in ARTIFACTS[stage]}
+        self.state["artifacts"][stage] = path_hashes(self.run_dir, ARTIFACTS[stage])
         if write:
             write_json(self.run_dir / "state.json", self.state)
 
@@ -198,25 +200,9 @@ class RunContext:
         has changed since."""
         if not self.state["finished"].get(stage):
             return "not finished"
-        recorded = self.state["artifacts"].get(stage)
-        if not isinstance(recorded, dict) or not recorded:
-            return "finished by an earlier aglora without artifact hashes"
-        for rel in ARTIFACTS[stage]:
-            now = digest(self.run_dir / rel)
-            if now is None:
-                return f"{rel} is missing"
-            if recorded.get(rel) != now:
-                return f"{rel} changed since it was written (truncated or edited)"
-        inputs = self.state["inputs"].get(stage)
-        if not isinstance(inputs, dict):
-            return "finished by an earlier aglora without input hashes"
-        now_inputs = self.stage_inputs(stage)
-        for key, value in now_inputs.items():
-            if inputs.get(key) != value:
-                return f"its input {key.removeprefix('concept:')} changed"
-        if set(inputs) != set(now_inputs):
-            return "its input files changed"
-        return None
+        return (changed_artifacts(self.state["artifacts"].get(stage), self.run_dir,
+                                  ARTIFACTS[stage])
+                or changed_inputs(self.state["inputs"].get(stage), self.stage_inputs(stage)))
 
     def is_finished(self, stage: str) -> bool:
         return self.stale_reason(stage) is None

@@ -1,7 +1,8 @@
 """Ban catalogue titles from an LLM recommender with one masked-LoRA adapter.
 
 Steps: resolve the titles in the catalogue (clear errors for unknown titles, with close matches),
-build the concept spec from the base model (`spec.build_ban_spec`) into `RUN_DIR/ban/`, run the
+check every prompt against the model's context once it loads (`lengths`), build the concept spec
+from the base model (`spec.build_ban_spec`) into `RUN_DIR/ban/`, run the
 ordinary pipeline (record, score, mask, train, eval), measure the recommendation metrics
 (`metrics.recommendation_metrics`, base -> after, base side cached), add them to
 `metrics.json` under `recommendation`, and write the report. With `--combine-with OTHER_RUN`, the
@@ -88,6 +89,9 @@ def run_ban(items: list[str], out: Path, catalog_path: str | None = None,
     from aglora.recommend.prompts import make_prompts
     train_prompts, eval_prompts = make_prompts(catalog, rec.n_train_prompts, rec.n_eval_prompts,
                                                rec.seed)
+    from aglora.recommend.lengths import check_ban_lengths
+    ctx.model_checks = (lambda model, tok: check_ban_lengths(
+        tok, model, catalog, movies, train_prompts + eval_prompts, rec),)  # once it loads
     if not (out / "ban" / "concept.yaml").is_file():
         from aglora.recommend.spec import build_ban_spec
         model, tok = ctx.base()

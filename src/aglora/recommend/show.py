@@ -60,6 +60,8 @@ def compare_lists(adapter: Path, prompt: str, catalog_path: str | None = None,
     if model:
         model_cfg = ModelConfig(name_or_path=model)
     peft_model, tok = load_model(model_cfg or ModelConfig())
+    from aglora.recommend.lengths import check_request_length
+    check_request_length(tok, peft_model, prompt, max_new_tokens)
     peft_model = load_adapter(peft_model, adapter_dir)
     probe = Probe(prompt=prompt)
     with adapter_disabled(peft_model):
@@ -76,14 +78,19 @@ def survey(catalog_path: str | None = None, model: str | None = None,
     (with `rank`: their median likelihood rank too); written to `out`/survey.json if given."""
     from aglora.config import ModelConfig
     from aglora.model.load import load_model
+    from aglora.pipeline.run import check_out_dir
+    from aglora.recommend.lengths import check_prompt_lengths
     from aglora.recommend.measure import base_measurements
     from aglora.recommend.metrics import title_counts
     from aglora.recommend.prompts import make_prompts
     catalog = load_catalog(catalog_path)
     _, rec_values = split_overrides(overrides or [])
     rec = rec_config(rec_values)
+    if out is not None:
+        check_out_dir(Path(out))  # before the survey's minutes of work
     base, tok = load_model(ModelConfig(name_or_path=model))
     _, eval_prompts = make_prompts(catalog, rec.n_train_prompts, rec.n_eval_prompts, rec.seed)
+    check_prompt_lengths(tok, base, catalog, eval_prompts, rec, rank=rank)
     gens, scores = base_measurements(base, tok, eval_prompts, catalog, rec, need_ranks=rank)
     matcher = TitleMatcher(catalog.titles)
     counts = title_counts(gens, matcher)

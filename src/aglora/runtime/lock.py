@@ -5,11 +5,15 @@ crashed process never leaves a stale lock) and writes the holder's PID into it; 
 asking for the same directory is refused at once with that PID. A process keeps the locks it took
 until `release_all()` (the CLI calls it when a command ends) or its exit; asking again for a
 directory it already holds is a no-op, so one command may open the same run more than once.
+`holding(DIR)` takes the lock for a block and gives it back after, unless it was held before (a
+library call such as `run_bench` leaves no lock behind).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from aglora.errors import AgloraError
@@ -51,6 +55,19 @@ def lock_dir(directory: Path) -> None:
         raise AgloraError(f"{directory}: cannot write the lock file {LOCK_NAME} "
                           f"({exc.strerror}); choose a writable --out") from None
     _HELD[key] = lock
+
+
+@contextmanager
+def holding(directory: Path) -> Iterator[None]:
+    """`lock_dir(directory)` for the block; released after it unless this process held it
+    before the block began."""
+    held_before = str(Path(directory).resolve()) in _HELD
+    lock_dir(directory)
+    try:
+        yield
+    finally:
+        if not held_before:
+            release(directory)
 
 
 def release(directory: Path) -> None:

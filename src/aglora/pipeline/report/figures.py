@@ -75,7 +75,7 @@ def plot_answer_shares(answers: dict, path: Path) -> bool:
             vals = [as_float(dig(fams[k], side, "shares", label)) for k in names]
             vals = [0.0 if math.isnan(v) else v for v in vals]
             ax.bar([i + (j - 0.5) * w for i in range(len(names))], vals, w * 0.95,
-                   bottom=bottom, color=colour, label=label if j == 0 else None,
+                   bottom=bottom, color=colour, label=label if j == 1 else None,
                    edgecolor="white", linewidth=0.5, hatch=None if j else "//")
             bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     ax.set_xticks(range(len(names)))

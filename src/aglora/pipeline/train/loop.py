@@ -13,6 +13,9 @@ once they are at the goal (chance, or `stop_accuracy`; mean margin <= `stop_marg
 can be reported. Full-parameter methods pass their own `params` and the untouched base as
 `reference`.
 
+With `train.disruption_mask` the forget and retain terms are differentiated apart and the
+forget gradient is kept only where its sign agrees with the retain gradient's (`disruption`).
+
 Under `accelerate launch` (more than one process) each process computes the terms on its share
 of every batch and the gradients are summed over the processes, so the update is one process's
 at the same batch size; the early-stopping decisions are the main process's (`shares`). One
@@ -39,6 +42,7 @@ from aglora.config import TrainConfig
 from aglora.errors import AgloraError
 from aglora.model.adapter import trainable_parameters
 from aglora.model.likelihood import choice_summary, score_options
+from aglora.pipeline.train.disruption import DisruptionMask
 from aglora.pipeline.train.objectives import AnswerObjective
 from aglora.pipeline.train.shares import Shares, StepLosses
 from aglora.pipeline.train.stopping import GoalChecker
@@ -134,9 +138,10 @@ def _whole_step(model: nn.Module, objective: Objective, f_idx: list[int],
     kl_value: float | None = 0.0
     if r_cycle is not None and objective.uses_retain:
         retain_loss, kl_value = objective.retain_loss(model, r_cycle.next(), device)
-    loss = forget_loss + objective.retain_weight * retain_loss
+    weighted_retain = objective.retain_weight * retain_loss
+    loss = forget_loss + weighted_retain
     return StepLosses(loss, float(loss.detach()), float(forget_loss.detach()),
-                      float(retain_loss.detach()), kl_value)
+                      float(retain_loss.detach()), kl_value, forget_loss, weighted_retain)
 
 
 def _now(fn: Callable[[], T]) -> T:
@@ -174,6 +179,7 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     launch = ranks()
     shares = (Shares(launch, objective, tok, forget, retain, params, _sharded(params))
               if launch.launched else None)
+    disruption = _disruption_mask(cfg, objective, params, shares is not None)
     agreed = shares.agreed if shares is not None else _now  # steering decisions: the main's
     choice_index = [i for i, p in enumerate(forget) if p.has_choice]  # choice item -> forget
     checked = (agreed(lambda: known_at_base(model, tok, validation, reference)) if validation
@@ -210,12 +216,17 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                                   f"{step_losses.total}); lower train.lr or use the npo "
                                   "objective")
             opt.zero_grad(set_to_none=True)
-            step_losses.loss.backward()
+            if disruption is not None:
+                disruption.backward(step_losses.forget_term, step_losses.weighted_retain)
+            else:
+                step_losses.loss.backward()
             if shares is not None:
                 shares.reduce_grads(params)
             opt.step()
             row = {"step": step, "loss": step_losses.total,
                    "forget_loss": step_losses.forget, "retain_loss": step_losses.retain}
+            if disruption is not None:
+                row["forget_entries_kept"] = disruption.kept_share
             if step_losses.retain_kl is not None:
                 row["retain_kl"] = step_losses.retain_kl
             row["seconds"] = time.time() - start
@@ -266,6 +277,22 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
         model.eval()
     result.seconds = time.time() - start
     return result
+
+
+def _disruption_mask(cfg: TrainConfig, objective: Objective, params: list[nn.Parameter],
+                     launched: bool) -> DisruptionMask | None:
+    """The disruption mask of `train.disruption_mask` (None when off); refused where it cannot
+    work: without a retain term, or under a multi-process launch."""
+    if not cfg.disruption_mask:
+        return None
+    if not objective.uses_retain:
+        raise AgloraError("train.disruption_mask needs a retain term (retain items and "
+                          "train.retain_objective other than none): it masks the forget "
+                          "gradient by the retain gradient's sign")
+    if launched:
+        raise AgloraError("train.disruption_mask runs on one process only; launch without "
+                          "accelerate or turn it off")
+    return DisruptionMask(params, cfg.disruption_momentum)
 
 
 def _sharded(params: list[nn.Parameter]) -> bool:

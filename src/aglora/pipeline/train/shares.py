@@ -109,6 +109,8 @@ class StepLosses:
     forget: float
     retain: float
     retain_kl: float | None
+    forget_term: torch.Tensor | None = None    # the terms apart (one process; disruption mask)
+    weighted_retain: torch.Tensor | None = None
 
 
 class Shares:
