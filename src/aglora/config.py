@@ -171,6 +171,18 @@ class TrainConfig:
         " distractor at the last check; below 1 the steps go to the items that lag (one title of "
         "several, the prompts where it holds on)")
     check_every: int = setting(1, "steps between early-stopping checks")
+    check_items_per_answer: int = setting(
+        0,
+        "items of each answer an early-stopping check scores: a fixed seeded subset, the same "
+        "contexts for every answer (zero: every item)")
+    check_incremental: bool = setting(
+        False,
+        "with stop_each_answer: a check rescores only the answers not yet at the goal, and the "
+        "others once more before a stop is declared (the stop step of a full check)")
+    check_final_full: bool = setting(
+        False,
+        "after the last step, score every training choice item once and record it in "
+        "train_history.json (what the full check says where a subset stopped)")
     augment: bool = setting(
         False,
         "train on the forget and retain items in more forms too (role-play wrappers, multiple "
@@ -201,7 +213,7 @@ class TrainConfig:
         check_range("train.lr", self.lr, 0, low_open=True)
         check_response(self.forget_objective, self.forget_response)
         for name in ("retain_weight", "forget_others_kl", "weight_decay", "min_steps",
-                     "response_weight"):
+                     "response_weight", "check_items_per_answer"):
             check_range(f"train.{name}", getattr(self, name), 0)
         check_range("train.npo_beta", self.npo_beta, 0, low_open=True)
         for name in ("batch_size", "max_steps", "check_every"):

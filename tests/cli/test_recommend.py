@@ -41,8 +41,12 @@ def test_ban_end_to_end_on_tiny_model(capsys, tmp_path, monkeypatch):
     first = catalog.movies[0].title
     a, b = tmp_path / "ban-a", tmp_path / "ban-b"
     common = ["--catalog", cat, "--model", str(model_dir), *TINY_SETTINGS]
-    assert main(["ban", "--item", first, "--item", catalog.movies[3].title, "--out", str(a),
-                 *common]) == 0
+    (tmp_path / "bans.txt").write_text(f"# two titles\n\n{catalog.movies[3].title}\n")
+    assert main(["ban", "--item", first, "--items-file", str(tmp_path / "bans.txt"),
+                 "--out", str(a), *common]) == 0
+    hist = json.loads((a / "train_history.json").read_text())
+    assert 0 < hist["check_seconds"] < hist["seconds"] and hist["step_seconds"] > 0
+    assert hist["final_check"]["items"] > 0  # ban.yaml: a full check after the last step
     concept = load_concept(a / "ban" / "concept.yaml")
     assert {p.answer for p in concept.forget} >= {first, catalog.movies[3].title}
     assert first not in {p.answer for p in concept.retain}
@@ -50,7 +54,9 @@ def test_ban_end_to_end_on_tiny_model(capsys, tmp_path, monkeypatch):
     assert rec["banned"] == [first, catalog.movies[3].title]
     assert rec["n_titles"] == len(catalog) and rec["n_rank_prompts"] <= 2
     assert 0 <= rec["ndcg10"]["mean"] <= 1 + 1e-9
-    assert "Recommendation" in (a / "report.md").read_text()
+    report = (a / "report.md").read_text()
+    assert "Recommendation" in report and "### Each banned title" in report
+    assert "early-stopping checks" in report
     assert list((tmp_path / "cache" / "recommend").glob("base-*.json"))
     assert main(["ban", "--item", catalog.movies[5].title, "--out", str(b), "--combine-with",
                  str(a), *common]) == 0
@@ -62,3 +68,19 @@ def test_ban_end_to_end_on_tiny_model(capsys, tmp_path, monkeypatch):
                  "--max-new-tokens", "6"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("base") and line.rstrip().endswith("after") for line in lines)
+
+
+def test_cli_ban_items_file_refusals(capsys, tmp_path):
+    """A list file with a slip is one `aglora: error:` line, exit 2, and nothing written."""
+    out = tmp_path / "r"
+    cases = [("# nothing here\n\n", "lists no title"),
+             ("The Matrix\nThe Matrx\n", "bans.txt:2: 'The Matrx' is not in the catalogue"),
+             ("The Matrix\n\nStar Wars\nThe Matrix\n", "bans.txt:4: 'The Matrix' is asked twice")]
+    for text, message in cases:
+        (tmp_path / "bans.txt").write_text(text)
+        assert main(["ban", "--items-file", str(tmp_path / "bans.txt"), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("aglora: error:") and message in err[0]
+    assert main(["ban", "--items-file", str(tmp_path / "none.txt"), "--out", str(out)]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert not out.exists()

@@ -70,3 +70,31 @@ def test_probes_with_one_context_share_its_run_and_match_reference(model, tok, m
     assert rows_run == [1, 1]
     for f, r in zip(again, ref, strict=True):
         torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)
+
+
+def test_an_option_shared_by_probes_of_one_context_is_scored_once(model, tok, monkeypatch):
+    """A ban's items on one prompt share their distractors: each (context, option) row runs once,
+    and every probe still gets the reference scores."""
+    import aglora.model.likelihood as lik
+    from tests.reference import score_options_reference
+
+    shared = ["Alien", "Heat", "Jaws"]
+    probes = [Probe(prompt="Recommend a film.", prefix="1.", answer=a, distractors=shared)
+              for a in ["Star Wars", "The Shining", "Rocky"]]
+    option_rows: list[int] = []
+    real_decoder_and_head = lik.decoder_and_head
+
+    def counting(model):
+        decoder, head = real_decoder_and_head(model)
+
+        def run(**kwargs):
+            option_rows.append(kwargs["input_ids"].shape[0])
+            return decoder(**kwargs)
+        return run, head
+
+    monkeypatch.setattr(lik, "decoder_and_head", counting)
+    fast = lik.score_options(model, tok, probes, batch_size=16)
+    assert option_rows == [3 + 3]  # three answers, the three shared distractors once
+    ref = score_options_reference(model, tok, probes)
+    for f, r in zip(fast, ref, strict=True):
+        torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from aglora.errors import AgloraError
-from aglora.recommend.ban import resolve_items
 from aglora.recommend.catalog import BUILTIN_CATALOG, load_catalog
+from aglora.recommend.items import resolve_items
 from tests.recommend.helpers import small_catalog
 
 

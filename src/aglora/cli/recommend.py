@@ -13,6 +13,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ban", help="ban catalogue titles from the model's recommendations")
     p.add_argument("--item", action="append", default=[], metavar="TITLE",
                    help="a catalogue title to ban (repeatable: several titles, one adapter)")
+    p.add_argument("--items-file", metavar="PATH",
+                   help="a file of titles to ban, one per line (blank lines and # comments "
+                        "skipped); with --item, both lists are banned")
     p.add_argument("--catalog", help="catalogue CSV (default: the shipped movie catalogue)")
     p.add_argument("--model", help="base model (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--out", required=True, help="run directory")
@@ -47,7 +50,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def cmd_ban(args: argparse.Namespace) -> None:
     from aglora.recommend.ban import run_ban
     rec = run_ban(args.item, Path(args.out), args.catalog, args.model, args.overrides,
-                  args.force, Path(args.combine_with) if args.combine_with else None)
+                  args.force, Path(args.combine_with) if args.combine_with else None,
+                  args.items_file)
     print_recommendation(rec)
     print(f"[aglora] run directory: {args.out}")
 

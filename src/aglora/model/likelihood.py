@@ -8,7 +8,8 @@ The options of a probe share its context, so the context runs once (KV cache) an
 copied to each option: far fewer token-forwards than scoring each context+option sequence,
 which dominates evaluation time on CPU. The system prompt the contexts of a batch share runs once
 too (`aglora.model.prefill`), and probes with the same context (a ban's items: one prompt, one
-item per banned title) share one context run. The tests keep
+item per banned title) share one context run; an option that several of them share (the same
+distractors on one prompt) is scored once for all of them. The tests keep
 the plain one-sequence-per-option path (`tests/reference.py`) and check that the two agree.
 """
 
@@ -50,8 +51,11 @@ def _score_chunk(model: nn.Module, tok, chunk: list[Probe]) -> list[list[tuple[f
     cache, ctx_mask = filled.cache, filled.attention_mask  # ctx_mask [B, P + width]
     first_logp = torch.log_softmax(head(filled.last_hidden).float(), -1)  # [B, vocab]
 
-    flat = [(b, ids) for b, (_, opts) in enumerate(encoded) for ids in opts]  # (probe, option)
-    rows = torch.tensor([ctx_row[b] for b, _ in flat], device=device)  # [N] -> context row
+    unique: dict[tuple[int, tuple[int, ...]], int] = {}  # (context row, option ids) -> row
+    slots = [[unique.setdefault((ctx_row[b], tuple(ids)), len(unique)) for ids in opts]
+             for b, (_, opts) in enumerate(encoded)]  # per probe: its options' rows
+    flat = list(unique)  # (context row, option ids), each scored once
+    rows = torch.tensor([c for c, _ in flat], device=device)  # [N] -> context row
     cache.batch_select_indices(rows)
     o_width = max(len(ids) for _, ids in flat)
     opt = torch.full((len(flat), o_width), pad, dtype=torch.long)
@@ -72,25 +76,28 @@ def _score_chunk(model: nn.Module, tok, chunk: list[Probe]) -> list[list[tuple[f
         picked = logp.gather(-1, opt[:, 1:][pred_mask][:, None])[:, 0]
         row_idx = pred_mask.nonzero()[:, 0]
         sums = sums.index_add(0, row_idx, picked)
-    out_rows: list[list[tuple[float, int]]] = [[] for _ in chunk]
-    for n, (b, ids) in enumerate(flat):
-        out_rows[b].append((float(sums[n]), len(ids)))
-    return out_rows
+    values = sums.tolist()
+    return [[(values[n], len(flat[n][1])) for n in probe_slots] for probe_slots in slots]
 
 
 def _chunks(probes: list[Probe], idx: list[int], contexts_per_chunk: int) -> list[list[int]]:
-    """Consecutive runs of `idx` with at most `contexts_per_chunk` distinct contexts each (and at
-    most 4x as many probes, so a chunk's option rows stay near the batch size)."""
+    """Consecutive runs of `idx` with at most `contexts_per_chunk` distinct contexts each and at
+    most 16x as many distinct (context, option) rows (the rows of 4x as many probes of 4 options
+    that share none; probes of one context that share options fit more)."""
     chunks: list[list[int]] = []
     seen: set[tuple[str, str, str]] = set()
+    rows: set[tuple[tuple[str, str, str], str]] = set()
     for i in idx:
-        key = (probes[i].format, probes[i].prompt, probes[i].prefix)
-        full = len(chunks[-1]) >= 4 * contexts_per_chunk if chunks else True
+        p = probes[i]
+        key = (p.format, p.prompt, p.prefix)
+        new = {(key, o) for o in [p.answer or "", *p.distractors]} - rows
+        full = not chunks or (len(rows) + len(new) > 16 * contexts_per_chunk and chunks[-1])
         if full or (key not in seen and len(seen) >= contexts_per_chunk):
             chunks.append([])
-            seen = set()
+            seen, rows = set(), set()
         chunks[-1].append(i)
         seen.add(key)
+        rows |= {(key, o) for o in [p.answer or "", *p.distractors]}
     return chunks
 
 

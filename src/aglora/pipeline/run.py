@@ -513,7 +513,9 @@ def stage_train(ctx: RunContext) -> None:
     write_json(ctx.run_dir / "train_history.json", {
         "steps": result.steps, "stopped_early": result.stopped_early,
         "stop_reason": result.stop_reason,
-        "seconds": result.seconds, "history": result.history,
+        "seconds": result.seconds, "check_seconds": result.check_seconds,
+        "step_seconds": result.step_seconds, "final_check": result.final_check,
+        "history": result.history,
         "trainable_params": trainable, "effective_params": effective,
         "base_params": base_params, "adapter_bytes": adapter_bytes})
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aglora.errors import AgloraError
 from aglora.recommend.catalog import Catalog, Movie, load_catalog
+from aglora.recommend.items import asked_items, resolve_items
 from aglora.recommend.report_section import recommendation_section
 from aglora.recommend.settings import RecConfig, rec_config, split_overrides
 from aglora.runtime.artifacts import read_json, write_json
@@ -27,17 +28,6 @@ BAN_CONFIG = Path(__file__).resolve().parent.parent / "data" / "configs" / "ban.
 INTERFERENCE_TOLERANCE = 0.02  # exposure with both adapters may exceed alone by this much
 REPORT_SECTIONS = (recommendation_section,)  # what a ban adds to a run's report
 log = logging.getLogger("aglora")
-
-
-def resolve_items(catalog: Catalog, items: list[str] | None) -> list[Movie]:
-    if not items:
-        raise AgloraError("the ban list is empty; give at least one --item TITLE")
-    out: list[Movie] = []
-    for title in items:
-        movie = catalog.resolve(title)
-        if movie not in out:
-            out.append(movie)
-    return out
 
 
 def _slug(movies: list[Movie]) -> str:
@@ -63,8 +53,9 @@ def same_ban(stored: dict, meta: dict) -> bool:
 
 def run_ban(items: list[str], out: Path, catalog_path: str | None = None,
             model: str | None = None, overrides: list[str] | None = None, force: bool = False,
-            combine_with: Path | None = None) -> dict:
-    """Ban `items` in one adapter into run directory `out`; returns the recommendation metrics.
+            combine_with: Path | None = None, items_file: str | Path | None = None) -> dict:
+    """Ban `items` and the titles of `items_file` (`items.read_items_file`) in one adapter into
+    run directory `out`; returns the recommendation metrics.
 
     `overrides`: `KEY=VALUE` for the run config and `recommend.KEY=VALUE` for the ban settings.
     Reruns resume; a directory holding another ban is refused unless `force`.
@@ -74,7 +65,7 @@ def run_ban(items: list[str], out: Path, catalog_path: str | None = None,
     from aglora.pipeline.run import check_out_dir, open_run, prepare_run_dir, run_all, run_stage
 
     catalog = load_catalog(catalog_path)
-    movies = resolve_items(catalog, items)
+    movies = resolve_items(catalog, asked_items(items, items_file))
     run_overrides, rec_values = split_overrides(overrides or [])
     rec = rec_config(rec_values)
     if model:

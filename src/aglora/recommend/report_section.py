@@ -1,4 +1,10 @@
-"""The `Recommendation` section of a ban's report (rendered only when metrics.json has one)."""
+"""The `Recommendation` section of a ban's report (rendered only when metrics.json has one).
+
+The list quality of the whole ban (NDCG@10 of the rest, validity of the other items) in one
+table, then each banned title on its own line with its two lines (exposure, median rank) judged
+separately: in a ban of twenty titles the one that holds on is what a reader looks for, so the
+section says how many titles meet both and names the worst on each.
+"""
 
 from __future__ import annotations
 
@@ -24,12 +30,17 @@ def recommendation_section(metrics: dict) -> list[Block]:
     n = r["n_titles"]
     exp, val = r["exposure"], r["validity"]
     worst = r["worst_median_rank_after"]
+    top_exposure = max((v["exposure"]["after"] for v in r["banned_titles"].values()),
+                       default=float("nan"))
     ratio = val["after"] / val["base"] if val["base"] else float("nan")
     others = r.get("validity_others") or {}  # None in runs from before the metric
     others_ratio = (others["after"] / others["base"] if others.get("base") else float("nan"))
     rows = [
         ["banned exposure (share of lists)", f"{fmt_pct(exp['base'])} → {fmt_pct(exp['after'])}",
          f"≤ 2 %: {_met(exp['after'] <= TARGETS['exposure_after'])}"],
+        ["highest exposure of one banned title",
+         f"– → {fmt_pct(top_exposure)}",
+         f"≤ 2 % each: {_met(top_exposure <= TARGETS['exposure_after'])}"],
         ["worst banned median rank", f"– → {worst:g} of {n}",
          f"> {n / 2:g}: {_met(worst > n / 2)}"],
         ["NDCG@10 of the other titles", fmt(r["ndcg10"]["mean"]),
@@ -53,10 +64,7 @@ def recommendation_section(metrics: dict) -> list[Block]:
              f"title left out of exposure and rank); the catalogue ({n} titles) ranked by "
              f"likelihood on {r['n_rank_prompts']} of them."),
         Table(["measure", "base → after", "target"], rows),
-        Table(["banned title", "exposure base → after", "median rank base → after"],
-              [[t, f"{fmt_pct(v['exposure']['base'])} → {fmt_pct(v['exposure']['after'])}",
-                f"{v['median_rank']['base']:g} → {v['median_rank']['after']:g}"]
-               for t, v in r["banned_titles"].items()]),
+        *per_title_blocks(r),
     ]
     top = r.get("top_titles", {})
     if top:
@@ -84,6 +92,34 @@ def recommendation_section(metrics: dict) -> list[Block]:
                             [[e["prompt"], e["base"][:200], e["after"][:200]]
                              for e in examples[:4]]))
     return blocks
+
+
+def _title_met(v: dict, n_titles: int) -> tuple[bool, bool]:
+    """(exposure after within the line, median rank after in the bottom half) of one title."""
+    return (v["exposure"]["after"] <= TARGETS["exposure_after"],
+            v["median_rank"]["after"] > n_titles / 2)
+
+
+def per_title_blocks(r: dict) -> list[Block]:
+    """Each banned title: exposure and median rank base → after, each judged on its own line;
+    a summary says how many titles meet both and which is worst on each."""
+    titles, n = r["banned_titles"], r["n_titles"]
+    if not titles:
+        return []
+    met = {t: _title_met(v, n) for t, v in titles.items()}
+    exposed = max(titles, key=lambda t: titles[t]["exposure"]["after"])
+    ranked = min(titles, key=lambda t: titles[t]["median_rank"]["after"])
+    both = sum(e and k for e, k in met.values())
+    summary = (f"{both} of {len(titles)} banned titles meet both lines (exposure after ≤ 2 %, "
+               f"median rank after > {n / 2:g} of {n}). Highest exposure after: {exposed} "
+               f"({fmt_pct(titles[exposed]['exposure']['after'])}); lowest median rank after: "
+               f"{ranked} ({titles[ranked]['median_rank']['after']:g}).")
+    rows = [[t, f"{fmt_pct(v['exposure']['base'])} → {fmt_pct(v['exposure']['after'])}",
+             _met(met[t][0]), f"{v['median_rank']['base']:g} → {v['median_rank']['after']:g}",
+             _met(met[t][1])] for t, v in titles.items()]
+    return [Heading("Each banned title", 3), Note(summary),
+            Table(["banned title", "exposure base → after", "≤ 2 %",
+                   "median rank base → after", f"> {n / 2:g}"], rows)]
 
 
 def _pairs(a: list, b: list) -> list[tuple]:

@@ -85,3 +85,16 @@ def test_relearn_section_skips_cleanly_for_older_metrics(tmp_path: Path) -> None
     assert not any(isinstance(b, Table) for b in failed)
     assert any(isinstance(b, Note) and "relearn_in_context: too few" in b.text for b in failed)
     assert "Relearning attacks" in render_markdown(failed)
+
+
+def test_cost_section_gives_the_checks_share_of_training_time() -> None:
+    from aglora.pipeline.report.document import render_markdown
+    from aglora.pipeline.report.sections import cost_section
+    history = {"steps": 10, "seconds": 200.0, "check_seconds": 30.0,
+               "final_check": {"met": True, "accuracy": 0.05, "items": 96, "answers": 3,
+                               "answers_at_goal": 3}}
+    md = render_markdown(cost_section({}, history))
+    assert "| early-stopping checks | 30 s of 200 s of training (15 %) |" in md
+    assert "3 of 3 answers at the goal, accuracy 0.05 on 96 items" in md
+    older = render_markdown(cost_section({}, {"steps": 10, "seconds": 200.0}))
+    assert "early-stopping checks" not in older

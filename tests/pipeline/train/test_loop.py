@@ -56,7 +56,7 @@ def test_focus_lagging_answers_trains_only_the_lagging_answer(monkeypatch, tok):
     forget = [Probe(prompt=f"Who made film {i}?", answer=a, distractors=["x", "y", "z"])
               for i, a in enumerate(["Anna", "Anna", "Anna", "Bob", "Bob", "Bob"])]
 
-    def fake_goal(model, tok, items, cfg, chance):
+    def fake_goal(self, model, tok, confirm=True):
         return GoalCheck(False, 0.5, 1.0, {"Anna"}, {0, 1, 2})
 
     seen: list[list[str]] = []
@@ -66,7 +66,7 @@ def test_focus_lagging_answers_trains_only_the_lagging_answer(monkeypatch, tok):
         seen.append([p.answer for p in items])
         return real_batch(tok, items, *rest)
 
-    monkeypatch.setattr(train_mod, "forget_goal_met", fake_goal)
+    monkeypatch.setattr(train_mod.GoalChecker, "check", fake_goal)
     monkeypatch.setattr(obj_mod, "answer_batch", recording)
     cfg = TC(max_steps=4, batch_size=4, check_every=1, focus_lagging_answers=True,
              retain_objective="none")
@@ -86,7 +86,7 @@ def test_forget_items_at_the_goal_get_their_weight_after_a_check(monkeypatch, to
     pm = attach_lora(make_model(seed=1), None, LoraConfig(rank=4, masked=False))
     forget = [Probe(prompt=f"Who made film {i}?", answer=a, distractors=["x", "y", "z"])
               for i, a in enumerate(["Anna", "Anna", "Anna", "Bob", "Bob", "Bob"])]
-    monkeypatch.setattr(train_mod, "forget_goal_met", lambda *a: GoalCheck(
+    monkeypatch.setattr(train_mod.GoalChecker, "check", lambda *a: GoalCheck(
         False, 0.5, 1.0, {"Anna"}, {0, 1, 2}))
     answers: list[list[str]] = []
     weights: list[list[float]] = []

@@ -342,6 +342,7 @@ def cost_section(metrics: dict, history: dict | None) -> list[Block]:
             ["effective parameters (unmasked)", fmt_int(pick("effective_params"))],
             ["adapter size", human_bytes(pick("adapter_bytes"))],
             ["train steps", f"{fmt_int(steps)}{stop_text}"]]
+    rows += _check_rows(history)
     blocks: list[Block] = [Heading("Cost"), Table(["", "value"], rows)]
     wall = metrics.get("wall_seconds")
     if isinstance(wall, dict) and wall:
@@ -351,6 +352,24 @@ def cost_section(metrics: dict, history: dict | None) -> list[Block]:
     else:
         blocks.append(Note("No per-stage wall times in metrics.json."))
     return blocks
+
+
+def _check_rows(history: dict | None) -> list[list[str]]:
+    """The early-stopping checks' share of training time, and what a final full check said
+    (train_history.json from before these were recorded: no rows)."""
+    h = history or {}
+    total, checks = as_float(h.get("seconds")), as_float(h.get("check_seconds"))
+    if not (math.isfinite(total) and math.isfinite(checks)) or total <= 0:
+        return []
+    rows = [["early-stopping checks", f"{checks:.0f} s of {total:.0f} s of training "
+                                      f"({100 * checks / total:.0f} %)"]]
+    final = h.get("final_check")
+    if isinstance(final, dict) and is_number(final.get("accuracy")):
+        rows.append(["full check after the last step",
+                     f"{fmt_int(final.get('answers_at_goal'))} of {fmt_int(final.get('answers'))}"
+                     f" answers at the goal, accuracy {fmt(final['accuracy'])} on "
+                     f"{fmt_int(final.get('items'))} items"])
+    return rows
 
 
 def fluency_section(metrics: dict) -> list[Block]:

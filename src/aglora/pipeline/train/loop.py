@@ -5,10 +5,13 @@ shuffles, asks the objective for `forget + retain_weight * retain`, and steps Ad
 parameters (default: the LoRA parameters of a peft model). The objective is
 `objectives.AnswerObjective` built from the run config unless a method passes its own (RMU).
 
-Every `check_every` steps the forget items are scored by likelihood choice (`stopping`); the run
-stops once they are at the goal (chance, or `stop_accuracy`; mean margin <= `stop_margin`) after
-`min_steps`. `max_steps` is a hard cap. Full-parameter methods pass their own `params` and the
-untouched base as `reference`.
+Every `check_every` steps the forget items are scored by likelihood choice (`stopping`; a
+fixed subset per answer, only the lagging answers, where the settings ask for it); the run stops
+once they are at the goal (chance, or `stop_accuracy`; mean margin <= `stop_margin`) after
+`min_steps`. `max_steps` is a hard cap. The seconds spent in checks and in steps are kept apart
+(`TrainResult.check_seconds`, each row's `check_seconds`), so the checks' share of training time
+can be reported. Full-parameter methods pass their own `params` and the untouched base as
+`reference`.
 
 With `train.disruption_mask` the forget and retain terms are differentiated apart and the
 forget gradient is kept only where its sign agrees with the retain gradient's (`disruption`).
@@ -28,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol, TypeVar
 
 import torch
@@ -41,7 +45,7 @@ from aglora.model.likelihood import choice_summary, score_options
 from aglora.pipeline.train.disruption import DisruptionMask
 from aglora.pipeline.train.objectives import AnswerObjective
 from aglora.pipeline.train.shares import Shares, StepLosses
-from aglora.pipeline.train.stopping import forget_goal_met
+from aglora.pipeline.train.stopping import GoalChecker
 from aglora.runtime.processes import ranks
 
 _log = logging.getLogger("aglora")
@@ -67,7 +71,14 @@ class TrainResult:
     stopped_early: bool = False
     stop_reason: str = "max_steps"
     seconds: float = 0.0
+    check_seconds: float = 0.0   # of `seconds`: early-stopping checks (the final full one too)
+    final_check: dict | None = None  # `GoalChecker.full` after the last step, when asked for
     history: list[dict] = field(default_factory=list)
+
+    @property
+    def step_seconds(self) -> float:
+        """Seconds of training outside the checks."""
+        return self.seconds - self.check_seconds
 
 
 class Cycler:
@@ -183,6 +194,7 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     on_training_items = checked is None
     item_weight = torch.ones(len(forget))  # [n_forget] forget-term weight per item
     chance = chance_level(choice_items)
+    checker = GoalChecker(choice_items, cfg, chance)
     f_cycle = Cycler(len(forget), cfg.batch_size, rng)
     r_cycle = Cycler(len(retain), cfg.batch_size, rng) if retain else None
     result = TrainResult()
@@ -219,11 +231,14 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                 row["retain_kl"] = step_losses.retain_kl
             row["seconds"] = time.time() - start
             if choice_items and step % cfg.check_every == 0:
+                check_start = time.time()
                 model.eval()
-                check = agreed(lambda: forget_goal_met(model, tok, choice_items, cfg, chance))
+                # confirm: a stop may be declared at this check
+                check = agreed(partial(checker.check, model, tok, step >= cfg.min_steps))
                 model.train()
                 row.update(train_forget_accuracy=check.accuracy,
-                           train_forget_margin=check.margin)
+                           train_forget_margin=check.margin, check_items=check.scored,
+                           check_answers_at_goal=len(check.answers_at_goal))
                 if cfg.focus_lagging_answers and on_training_items:
                     row["answers_at_goal"] = sorted(check.answers_at_goal)
                     active = [i for i, p in enumerate(forget)
@@ -244,11 +259,20 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                     if kept < cfg.stop_retain_accuracy and not result.stopped_early:
                         result.stopped_early = True
                         result.stop_reason = "neighbour guard"
+                row["check_seconds"] = time.time() - check_start
+                result.check_seconds += row["check_seconds"]
+                row["seconds"] = time.time() - start
             result.history.append(row)
             log(progress_line(row))
             result.steps = step
             if result.stopped_early:
                 break
+        model.eval()
+        if cfg.check_final_full and choice_items:
+            check_start = time.time()
+            result.final_check = agreed(lambda: checker.full(model, tok))
+            result.final_check["seconds"] = time.time() - check_start
+            result.check_seconds += result.final_check["seconds"]
     finally:
         model.eval()
     result.seconds = time.time() - start
