@@ -179,10 +179,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="base model (default: the embedded one)")
     parser.add_argument("--catalog", help="catalogue CSV (default: the shipped one)")
     args = parser.parse_args(argv)
-    import logging
-    logging.getLogger("aglora").setLevel(logging.INFO)
-    if not logging.getLogger("aglora").handlers:
-        logging.getLogger("aglora").addHandler(logging.StreamHandler())
+    from aglora.cli import setup_logging
+    setup_logging()  # progress lines to the sys.stdout of the moment, as the CLI prints them
     from aglora.recommend.ban import run_ban
     from aglora.runtime.hostspeed import speed_line
     sizes = sorted(int(s) for s in args.sizes.split(","))

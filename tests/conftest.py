@@ -36,6 +36,16 @@ def model():
 
 
 @pytest.fixture
+def one_thread():
+    """torch on 1 thread for the test, restored after: a run in this process then sums in the
+    order a pool worker on 1 thread does, so the two give the same floats."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def two_threads():
     """torch on 2 threads for the test, restored after."""
     before = torch.get_num_threads()

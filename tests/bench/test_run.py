@@ -70,9 +70,9 @@ def _comparable(cell: dict) -> dict:
     and artifact (another bench's shared/base_side.json holds another timing)."""
     cost = {k: v for k, v in cell["cost"].items()
             if not k.endswith("_seconds") and k != "peak_memory_bytes"}
-    train = {**cell["train"], "seconds": None,
-             "history": [{k: v for k, v in row.items() if k != "seconds"}
-                         for row in cell["train"]["history"]]}
+    train = {k: v for k, v in cell["train"].items() if not k.endswith("seconds")}
+    train["history"] = [{k: v for k, v in row.items() if not k.endswith("seconds")}
+                        for row in cell["train"]["history"]]
     kept = {k: v for k, v in cell.items() if k not in ("inputs", "artifacts")}
     return {**kept, "cost": cost, "train": train}
 
@@ -91,7 +91,7 @@ def _table(md: str) -> list[list[str]]:
 
 
 @pytest.mark.slow  # 20-37 s on 2 busy CPU cores: a bench in this process, one in a pool of two
-def test_two_jobs_give_the_table_and_cells_of_one_job(tmp_path, concept_path, tok):
+def test_two_jobs_give_the_table_and_cells_of_one_job(tmp_path, concept_path, tok, one_thread):
     path = bench_yaml(tmp_path, concept_path)
     model = make_model()
     runs = {}
@@ -116,7 +116,8 @@ def test_two_jobs_give_the_table_and_cells_of_one_job(tmp_path, concept_path, to
 
 
 @pytest.mark.slow  # 12-25 s on 2 busy CPU cores: a bench here, then a rerun in a pool
-def test_a_rerun_in_the_pool_computes_only_the_missing_cell(tmp_path, concept_path, tok):
+def test_a_rerun_in_the_pool_computes_only_the_missing_cell(tmp_path, concept_path, tok,
+                                                            one_thread):
     # Both runs load run.model from disk, as under `aglora bench`.
     model_dir = tmp_path / "tiny-model"
     make_model().save_pretrained(model_dir, safe_serialization=True)
