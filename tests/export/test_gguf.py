@@ -142,14 +142,45 @@ def test_every_quant_holds_the_merged_weights_quantized(capsys, tmp_path, gguf_r
     out = tmp_path / "merged.gguf"
     _export(capsys, run_dir, "gguf", out, "--quant", quant)
     qtype = GGMLQuantizationType[QUANTS[quant][0]]
+    low_bit = quant[1] in "45"  # q4_*, q5_*: the output matrix is kept at Q8_0
     merged = _merged_weights(pm)
     for name, (type_name, values) in _tensors(out).items():
         if values.ndim == 1:
             assert type_name == "F32" and np.array_equal(values, merged[name])
             continue
-        assert type_name == qtype.name, name
-        want = dequantize(quantize(merged[name], qtype), qtype).reshape(values.shape)
+        want_type = (GGMLQuantizationType.Q8_0 if low_bit and name == "output.weight"
+                     else qtype)
+        assert type_name == want_type.name, name
+        want = dequantize(quantize(merged[name], want_type), want_type).reshape(values.shape)
         np.testing.assert_allclose(values, want, atol=1e-6, rtol=0, err_msg=name)
+    record = json.loads(_field(out, "aglora.export"))
+    assert record["output_matrix"] == "output.weight"
+    assert record["output_type"] == ("Q8_0" if low_bit else qtype.name)
+
+
+def _fake_tensor(name: str, shape: tuple[int, ...], type_name: str = "F32"):
+    from types import SimpleNamespace
+    return SimpleNamespace(name=name, shape=np.array(shape[::-1]),
+                           tensor_type=GGMLQuantizationType[type_name])
+
+
+@pytest.mark.parametrize(("quant", "want"), [("q4_0", "Q8_0"), ("q4_1", "Q8_0"),
+                                             ("q5_0", "Q8_0"), ("q5_1", "Q8_0"),
+                                             ("q8_0", "Q8_0"), ("f16", "F16"), ("f32", "F32")])
+def test_tied_embeddings_are_the_output_matrix(quant, want):
+    """Without output.weight (tied embeddings) the token embedding is the output matrix and is
+    kept at Q8_0 for 4- and 5-bit types; other matrices take the asked type."""
+    from types import SimpleNamespace
+
+    from aglora.export.gguf import _target_type, output_matrix
+    reader = SimpleNamespace(tensors=[_fake_tensor("token_embd.weight", (64, 32)),
+                                      _fake_tensor("blk.0.ffn_down.weight", (32, 64)),
+                                      _fake_tensor("output_norm.weight", (32,))])
+    output = output_matrix(reader)
+    assert output == "token_embd.weight"
+    qtype = GGMLQuantizationType[QUANTS[quant][0]]
+    types = [_target_type(t, qtype, output).name for t in reader.tensors]
+    assert types == [want, qtype.name, "F32"]
 
 
 def test_rows_that_do_not_divide_into_blocks_are_written_f16(capsys, tmp_path, run):

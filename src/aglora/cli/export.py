@@ -64,8 +64,11 @@ def cli_main(args: argparse.Namespace) -> None:
         print(f"serve it with: llama-cli -m {plan.gguf_base} --lora {plan.out}")
     elif plan.fmt == "gguf":
         fallback = record.get("f16_fallback") or []
-        print(f"{plan.quant} weights" + (f" ({len(fallback)} tensor(s) F16: rows not a multiple "
-                                         "of the block size)" if fallback else "")
+        kept = (f", the output matrix {record['output_matrix']} {record['output_type']}"
+                if record.get("output_type", "").lower() != plan.quant else "")
+        print(f"{plan.quant} weights{kept}"
+              + (f" ({len(fallback)} tensor(s) F16: rows not a multiple of the block size)"
+                 if fallback else "")
               + f"; serve it with: llama-cli -m {plan.out}")
     else:
         print(f"load it with peft.PeftModel.from_pretrained(base_model, {str(plan.out)!r})")

@@ -14,7 +14,11 @@ merge_and_unload adds), and every 2D tensor is written in the `--quant` type, 1D
 in F32. `QUANTS` are the types gguf 0.19.0 quantizes in Python; K-quants and i-quants are not
 among them (write q8_0 or f16 and run llama.cpp's llama-quantize). A 2D tensor whose rows do not
 divide into the type's blocks is written F16 instead (as convert_hf_to_gguf.py does), and the
-export record lists it. Tensors stream one at a time, so memory holds one tensor, not the model.
+export record lists it. The output matrix (`output.weight`, or `token_embd.weight` when the
+embeddings are tied and there is no output tensor) is written Q8_0 when `--quant` is a 4- or 5-bit
+type, as llama.cpp's llama-quantize keeps it at a higher precision (Q6_K, a K-quant the gguf
+package does not write) for those types: the logits of every token pass through it. Tensors
+stream one at a time, so memory holds one tensor, not the model.
 
 Names: aglora adapts MLP weights only; `model.layers.N.mlp.{gate,up,down}_proj` is
 `blk.N.ffn_{gate,up,down}.weight` in llama.cpp's tensor map for every architecture aglora loads
@@ -219,9 +223,24 @@ def _copy_metadata(reader, writer, file_type: int, record: dict) -> None:
     writer.add_string(EXPORT_KEY, json.dumps(record, sort_keys=True))
 
 
-def _target_type(tensor, qtype):
-    """The type a merged tensor is written in: integer tensors as they are, 1D -> F32, rows
-    that do not divide into the type's blocks -> F16, else `qtype`."""
+def output_matrix(reader) -> str:
+    """The name of the matrix that maps the last hidden state to logits: `output.weight`, or
+    the token embedding when the model ties them (no output tensor in the file)."""
+    names = {t.name for t in reader.tensors}
+    return "output.weight" if "output.weight" in names else "token_embd.weight"
+
+
+def bits_per_weight(qtype) -> float:
+    from gguf import GGML_QUANT_SIZES
+
+    block, size = GGML_QUANT_SIZES[qtype]
+    return 8 * size / block
+
+
+def _target_type(tensor, qtype, output: str = ""):
+    """The type a merged tensor is written in: integer tensors as they are, 1D -> F32, the
+    output matrix (`output`) at least Q8_0, rows that do not divide into the type's blocks ->
+    F16, else `qtype`."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
     shape = _shape(tensor)
@@ -229,6 +248,9 @@ def _target_type(tensor, qtype):
         return tensor.tensor_type
     if len(shape) == 1:
         return GGMLQuantizationType.F32
+    if (tensor.name == output
+            and bits_per_weight(qtype) < bits_per_weight(GGMLQuantizationType.Q8_0)):
+        qtype = GGMLQuantizationType.Q8_0
     if shape[-1] % GGML_QUANT_SIZES[qtype][0]:
         return GGMLQuantizationType.F16
     return qtype
@@ -244,8 +266,9 @@ def merged_tensors(reader, lora: LoraWeights, qtype) -> Iterator[tuple[str, obje
     """(name, type written, data) of every base tensor, the adapter folded in (lazily)."""
     from gguf.quants import dequantize
 
+    output = output_matrix(reader)
     for tensor in reader.tensors:
-        target = _target_type(tensor, qtype)
+        target = _target_type(tensor, qtype, output)
         if target == tensor.tensor_type and tensor.name not in lora.factors:
             yield tensor.name, target, np.asarray(tensor.data)  # same type: the same bytes
             continue
@@ -262,21 +285,27 @@ def _nbytes(shape: tuple[int, ...], qtype) -> int:
     return int(np.prod(shape[:-1], dtype=np.int64)) * shape[-1] // block * size
 
 
-def write_merged_gguf(path: Path, reader, lora: LoraWeights, quant: str, record: dict) -> list[str]:
-    """The base GGUF with the adapter merged into its weights, in `quant`; returns the 2D
-    tensors written F16 because their rows do not divide into the type's blocks."""
+def write_merged_gguf(path: Path, reader, lora: LoraWeights, quant: str, record: dict) -> dict:
+    """The base GGUF with the adapter merged into its weights, in `quant`; returns what the
+    export record adds: `f16_fallback` (the 2D tensors written F16 because their rows do not
+    divide into the type's blocks), `output_matrix` and `output_type` (its name and type)."""
     from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
 
     qtype = GGMLQuantizationType[QUANTS[quant][0]]
     file_type = LlamaFileType[QUANTS[quant][1]]
+    output = output_matrix(reader)
     fallback = [t.name for t in reader.tensors
-                if len(_shape(t)) > 1 and _target_type(t, qtype) == GGMLQuantizationType.F16
+                if len(_shape(t)) > 1
+                and _target_type(t, qtype, output) == GGMLQuantizationType.F16
                 and qtype != GGMLQuantizationType.F16]
-    record = {**record, "f16_fallback": fallback}
+    output_type = next(_target_type(t, qtype, output).name for t in reader.tensors
+                       if t.name == output)
+    added = {"f16_fallback": fallback, "output_matrix": output, "output_type": output_type}
+    record = {**record, **added}
     writer = GGUFWriter(str(path), str(field_value(reader, "general.architecture")))
     _copy_metadata(reader, writer, int(file_type), record)
     for tensor in reader.tensors:  # the tensor table first: the data then streams
-        target, shape = _target_type(tensor, qtype), _shape(tensor)
+        target, shape = _target_type(tensor, qtype, output), _shape(tensor)
         writer.add_tensor_info(tensor.name, shape, np.dtype(np.float32), _nbytes(shape, target),
                                raw_dtype=target)
     _finish(writer)
@@ -284,4 +313,4 @@ def write_merged_gguf(path: Path, reader, lora: LoraWeights, quant: str, record:
     for _, _, data in merged_tensors(reader, lora, qtype):
         writer.write_tensor_data(data)
     writer.close()
-    return fallback
+    return added

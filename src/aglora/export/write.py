@@ -278,8 +278,7 @@ def _write_gguf(plan: ExportPlan, record: dict) -> dict:
             arch = str(gguf.field_value(reader, "general.architecture"))
             gguf.write_lora_gguf(tmp, arch, plan.lora, record)
         else:
-            record["f16_fallback"] = gguf.write_merged_gguf(tmp, reader, plan.lora, plan.quant,
-                                                            record)
+            record.update(gguf.write_merged_gguf(tmp, reader, plan.lora, plan.quant, record))
     log.info(f"[aglora] wrote the {plan.fmt} export of {plan.run_dir} to {plan.out}")
     return record
 
