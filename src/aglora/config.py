@@ -204,6 +204,11 @@ class TrainConfig:
         "aglora.pipeline.train.disruption)")
     disruption_momentum: float = setting(
         0.9, "momentum of the retain-gradient average the disruption mask compares with")
+    sharpness_radius: float = setting(
+        0.0,
+        "sharpness-aware forgetting: the forget gradient is taken at the worst weights this "
+        "far away, in units of one AdamW step's norm (lr x sqrt(entries reached); "
+        "aglora.pipeline.train.sharpness; 0 = off)")
     seed: int = setting(0, "seed for batching and initialisation")
 
     def __post_init__(self) -> None:
@@ -221,6 +226,10 @@ class TrainConfig:
         check_range("train.stop_margin", self.stop_margin)
         check_range("train.disruption_momentum", self.disruption_momentum, 0, 1,
                     high_open=True, fix="0 = this step's retain gradient alone")
+        check_range("train.sharpness_radius", self.sharpness_radius, 0, fix="0 = off")
+        if self.sharpness_radius > 0 and self.disruption_mask:
+            raise AgloraError("train.sharpness_radius and train.disruption_mask both set: they "
+                              "are two rules for the same gradient; turn one off")
         if self.min_steps > self.max_steps:
             raise AgloraError(f"train.min_steps={self.min_steps} exceeds train.max_steps="
                               f"{self.max_steps}: lower min_steps or raise max_steps")

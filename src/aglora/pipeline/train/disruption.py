@@ -36,8 +36,8 @@ class DisruptionMask:
 
     def backward(self, forget_loss: torch.Tensor, weighted_retain: torch.Tensor) -> None:
         """Write the masked gradient into `p.grad` for every parameter."""
-        g_f = _grads(forget_loss, self.params)
-        g_r = _grads(weighted_retain, self.params)
+        g_f = gradients(forget_loss, self.params)
+        g_r = gradients(weighted_retain, self.params)
         if self.accumulated is None:
             self.accumulated = [g.clone() for g in g_r]
         else:
@@ -53,7 +53,7 @@ class DisruptionMask:
         self.kept_share = kept / total if total else float("nan")
 
 
-def _grads(loss: torch.Tensor, params: list[nn.Parameter]) -> list[torch.Tensor]:
+def gradients(loss: torch.Tensor, params: list[nn.Parameter]) -> list[torch.Tensor]:
     """d loss / d p for every parameter (zeros where the loss does not depend on it)."""
     if not loss.requires_grad:
         return [torch.zeros_like(p) for p in params]

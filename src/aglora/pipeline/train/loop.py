@@ -14,7 +14,9 @@ can be reported. Full-parameter methods pass their own `params` and the untouche
 `reference`.
 
 With `train.disruption_mask` the forget and retain terms are differentiated apart and the
-forget gradient is kept only where its sign agrees with the retain gradient's (`disruption`).
+forget gradient is kept only where its sign agrees with the retain gradient's (`disruption`);
+with `train.sharpness_radius` the forget gradient is taken at the worst weights within that
+radius (`sharpness`, a second forget pass on the same batch).
 
 Under `accelerate launch` (more than one process) each process computes the terms on its share
 of every batch and the gradients are summed over the processes, so the update is one process's
@@ -45,6 +47,7 @@ from aglora.model.likelihood import choice_summary, score_options
 from aglora.pipeline.train.disruption import DisruptionMask
 from aglora.pipeline.train.objectives import AnswerObjective
 from aglora.pipeline.train.shares import Shares, StepLosses
+from aglora.pipeline.train.sharpness import SharpnessAware
 from aglora.pipeline.train.stopping import GoalChecker
 from aglora.runtime.processes import ranks
 
@@ -180,6 +183,7 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     shares = (Shares(launch, objective, tok, forget, retain, params, _sharded(params))
               if launch.launched else None)
     disruption = _disruption_mask(cfg, objective, params, shares is not None)
+    sharpness = _sharpness(cfg, params, shares is not None)
     agreed = shares.agreed if shares is not None else _now  # steering decisions: the main's
     choice_index = [i for i, p in enumerate(forget) if p.has_choice]  # choice item -> forget
     checked = (agreed(lambda: known_at_base(model, tok, validation, reference)) if validation
@@ -203,6 +207,7 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     try:
         for step in range(1, cfg.max_steps + 1):
             f_idx = f_cycle.next()
+            rng_state = rng.getstate()  # the forget term's draws, for a second forget pass
             if shares is None:
                 step_losses = _whole_step(model, objective, f_idx, r_cycle, item_weight, rng,
                                           device)
@@ -218,6 +223,10 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
             opt.zero_grad(set_to_none=True)
             if disruption is not None:
                 disruption.backward(step_losses.forget_term, step_losses.weighted_retain)
+            elif sharpness is not None:
+                sharpness.backward(step_losses.forget_term, step_losses.weighted_retain,
+                                   partial(_forget_again, objective, model, f_idx,
+                                           item_weight, rng_state, device))
             else:
                 step_losses.loss.backward()
             if shares is not None:
@@ -227,6 +236,8 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                    "forget_loss": step_losses.forget, "retain_loss": step_losses.retain}
             if disruption is not None:
                 row["forget_entries_kept"] = disruption.kept_share
+            if sharpness is not None:
+                row.update(sharpness_rho=sharpness.rho, sharpness_rise=sharpness.rise)
             if step_losses.retain_kl is not None:
                 row["retain_kl"] = step_losses.retain_kl
             row["seconds"] = time.time() - start
@@ -293,6 +304,26 @@ def _disruption_mask(cfg: TrainConfig, objective: Objective, params: list[nn.Par
         raise AgloraError("train.disruption_mask runs on one process only; launch without "
                           "accelerate or turn it off")
     return DisruptionMask(params, cfg.disruption_momentum)
+
+
+def _sharpness(cfg: TrainConfig, params: list[nn.Parameter],
+               launched: bool) -> SharpnessAware | None:
+    """The sharpness-aware rule of `train.sharpness_radius` (None when off); one process only."""
+    if cfg.sharpness_radius <= 0:
+        return None
+    if launched:
+        raise AgloraError("train.sharpness_radius runs on one process only; launch without "
+                          "accelerate or set it to 0")
+    return SharpnessAware(params, cfg.sharpness_radius, cfg.lr)
+
+
+def _forget_again(objective: Objective, model: nn.Module, f_idx: list[int],
+                  item_weight: torch.Tensor, rng_state: tuple, device: torch.device
+                  ) -> torch.Tensor:
+    """The step's forget term recomputed on the same batch with the same draws."""
+    rng = random.Random()
+    rng.setstate(rng_state)
+    return objective.forget_loss(model, f_idx, item_weight[f_idx].to(device), rng)
 
 
 def _sharded(params: list[nn.Parameter]) -> bool:
