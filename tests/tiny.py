@@ -113,6 +113,21 @@ def sparse_mask(n_layers: int = 3, d_ff: int = 48) -> NeuronMask:
     return NeuronMask(m, list(range(n_layers)))
 
 
+def assert_down_proj_confined(pm, mask: NeuronMask) -> None:
+    """Every down_proj LoRA update (B @ A, [d, d_ff]) is zero outside the mask's neurons and not
+    zero on them; a layer without neurons has no LoRA."""
+    for layer_idx, layer in enumerate(pm.base_model.model.model.layers):
+        down = layer.mlp.down_proj
+        if not hasattr(down, "lora_A"):
+            assert float(mask.mask[layer_idx].sum()) == 0, layer_idx
+            continue
+        with torch.no_grad():
+            delta = down.lora_B["default"].weight @ down.lora_A["default"].weight  # [d, d_ff]
+        outside = mask.mask[layer_idx] == 0  # [d_ff]
+        assert float(delta[:, outside].abs().max()) == 0.0
+        assert float(delta[:, ~outside].abs().max()) > 0.0
+
+
 def make_adapted():
     """A masked LoRA (5 neurons of layer 1) with non-zero B, as after training."""
     torch.manual_seed(0)
