@@ -3,21 +3,16 @@ table and the figure (the bans themselves run on the embedded model, not here)."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks import load_benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("ban_scaling",
-                                                  ROOT / "benchmarks" / "ban_scaling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("ban_scaling")
 
 
 def _fake_run(run: Path, exposures: list[float], ranks: list[float]) -> None:

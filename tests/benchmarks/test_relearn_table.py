@@ -3,21 +3,16 @@ the curve's checkpoints in the header, the figure, and a bad directory refused i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks import load_benchmark
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("relearn_table",
-                                                  ROOT / "benchmarks" / "relearn_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("relearn_table")
 
 
 def _curve(shares: list[float]) -> list[dict]:
