@@ -172,14 +172,13 @@ def test_tied_embeddings_are_the_output_matrix(quant, want):
     kept at Q8_0 for 4- and 5-bit types; other matrices take the asked type."""
     from types import SimpleNamespace
 
-    from aglora.export.gguf import _target_type, output_matrix
+    from aglora.export.gguf import output_matrix, target_types
     reader = SimpleNamespace(tensors=[_fake_tensor("token_embd.weight", (64, 32)),
                                       _fake_tensor("blk.0.ffn_down.weight", (32, 64)),
                                       _fake_tensor("output_norm.weight", (32,))])
-    output = output_matrix(reader)
-    assert output == "token_embd.weight"
+    assert output_matrix(reader) == "token_embd.weight"
     qtype = GGMLQuantizationType[QUANTS[quant][0]]
-    types = [_target_type(t, qtype, output).name for t in reader.tensors]
+    types = [t.name for t in target_types(reader, qtype).values()]
     assert types == [want, qtype.name, "F32"]
 
 

@@ -237,7 +237,7 @@ def bits_per_weight(qtype) -> float:
     return 8 * size / block
 
 
-def _target_type(tensor, qtype, output: str = ""):
+def _target_type(tensor, qtype, output: str):
     """The type a merged tensor is written in: integer tensors as they are, 1D -> F32, the
     output matrix (`output`) at least Q8_0, rows that do not divide into the type's blocks ->
     F16, else `qtype`."""
@@ -256,19 +256,26 @@ def _target_type(tensor, qtype, output: str = ""):
     return qtype
 
 
+def target_types(reader, qtype) -> dict:
+    """Tensor name -> the type the merged export writes it in (`_target_type`), in file order."""
+    output = output_matrix(reader)
+    return {t.name: _target_type(t, qtype, output) for t in reader.tensors}
+
+
 def _encoded(values: np.ndarray, qtype) -> np.ndarray:
     from gguf.quants import quantize
 
     return quantize(np.ascontiguousarray(values, dtype=np.float32), qtype)
 
 
-def merged_tensors(reader, lora: LoraWeights, qtype) -> Iterator[tuple[str, object, np.ndarray]]:
-    """(name, type written, data) of every base tensor, the adapter folded in (lazily)."""
+def merged_tensors(reader, lora: LoraWeights,
+                   targets: dict) -> Iterator[tuple[str, object, np.ndarray]]:
+    """(name, type written, data) of every base tensor, the adapter folded in (lazily);
+    `targets`: `target_types` of the reader."""
     from gguf.quants import dequantize
 
-    output = output_matrix(reader)
     for tensor in reader.tensors:
-        target = _target_type(tensor, qtype, output)
+        target = targets[tensor.name]
         if target == tensor.tensor_type and tensor.name not in lora.factors:
             yield tensor.name, target, np.asarray(tensor.data)  # same type: the same bytes
             continue
@@ -293,24 +300,23 @@ def write_merged_gguf(path: Path, reader, lora: LoraWeights, quant: str, record:
 
     qtype = GGMLQuantizationType[QUANTS[quant][0]]
     file_type = LlamaFileType[QUANTS[quant][1]]
+    targets = target_types(reader, qtype)
     output = output_matrix(reader)
     fallback = [t.name for t in reader.tensors
-                if len(_shape(t)) > 1
-                and _target_type(t, qtype, output) == GGMLQuantizationType.F16
+                if len(_shape(t)) > 1 and targets[t.name] == GGMLQuantizationType.F16
                 and qtype != GGMLQuantizationType.F16]
-    output_type = next(_target_type(t, qtype, output).name for t in reader.tensors
-                       if t.name == output)
-    added = {"f16_fallback": fallback, "output_matrix": output, "output_type": output_type}
+    added = {"f16_fallback": fallback, "output_matrix": output,
+             "output_type": targets[output].name}
     record = {**record, **added}
     writer = GGUFWriter(str(path), str(field_value(reader, "general.architecture")))
     _copy_metadata(reader, writer, int(file_type), record)
     for tensor in reader.tensors:  # the tensor table first: the data then streams
-        target, shape = _target_type(tensor, qtype, output), _shape(tensor)
+        target, shape = targets[tensor.name], _shape(tensor)
         writer.add_tensor_info(tensor.name, shape, np.dtype(np.float32), _nbytes(shape, target),
                                raw_dtype=target)
     _finish(writer)
     writer.write_ti_data_to_file()
-    for _, _, data in merged_tensors(reader, lora, qtype):
+    for _, _, data in merged_tensors(reader, lora, targets):
         writer.write_tensor_data(data)
     writer.close()
     return added

@@ -207,7 +207,8 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     try:
         for step in range(1, cfg.max_steps + 1):
             f_idx = f_cycle.next()
-            rng_state = rng.getstate()  # the forget term's draws, for a second forget pass
+            # the forget term's draws, for the sharpness rule's second forget pass
+            rng_state = rng.getstate() if sharpness is not None else None
             if shares is None:
                 step_losses = _whole_step(model, objective, f_idx, r_cycle, item_weight, rng,
                                           device)
