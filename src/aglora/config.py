@@ -145,6 +145,13 @@ class TrainConfig:
         "leading words of a forget answer that NPO and gradient ascent leave out of the "
         "pushed-down target (e.g. [The]: push down 'Matrix' after 'The', not the article that "
         "starts many other answers)")
+    forget_name_weight: float = setting(
+        0.0,
+        "weight of the name misdirection term: the representation after the deepest masked "
+        "layer, at the concept's name tokens in the forget items, moved towards a fixed random "
+        "direction (aglora.pipeline.train.misdirect; 0 = off)")
+    forget_name_shift: float = setting(
+        1.0, "length of that move, in units of each name position's own representation norm")
     lr: float = setting(1e-3, "AdamW learning rate")
     weight_decay: float = setting(0.0, "AdamW weight decay")
     batch_size: int = setting(8, "forget and retain sequences per step (each)")

@@ -480,9 +480,17 @@ def stage_mask(ctx: RunContext) -> None:
     log.info(f"[aglora] selected {mask.n_selected} neurons in layers {mask.layers_with_neurons()}")
 
 
+def _name_layer(ctx: RunContext, mask) -> int:
+    """The layer the name misdirection term reads: the deepest with masked neurons (the middle
+    layer for an unmasked adapter)."""
+    layers = mask.layers_with_neurons() if ctx.cfg.lora.masked else []
+    return max(layers) if layers else max(mask.layer_indices) // 2
+
+
 def stage_train(ctx: RunContext) -> None:
     from aglora.model.adapter import attach_lora, count_parameters, save_adapter
     from aglora.model.forward import prefix_sharing
+    from aglora.pipeline.augment import name_words
     from aglora.pipeline.train.loop import train
     from aglora.pipeline.train.shares import shard_layers
     tok = ctx.base()[1]  # the base stays referenced by ctx alone (FSDP drops it after training)
@@ -500,7 +508,8 @@ def stage_train(ctx: RunContext) -> None:
         result = train(peft_model, tok, items.forget, items.retain, ctx.cfg.train,
                        concept.refusals, concept.alternatives,
                        validation=items.forget_validation or None,
-                       retain_validation=items.retain_validation or None)
+                       retain_validation=items.retain_validation or None,
+                       names=name_words(concept), name_layer=_name_layer(ctx, mask))
     if fsdp:
         peft_model = _unsharded(ctx, peft_model, mask)
     if not is_main():

@@ -157,15 +157,18 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
           reference: nn.Module | None = None,
           objective: Objective | None = None,
           validation: list[Probe] | None = None,
-          retain_validation: list[Probe] | None = None) -> TrainResult:
+          retain_validation: list[Probe] | None = None,
+          names: list[str] | None = None, name_layer: int | None = None) -> TrainResult:
     """Optimise `params` of `model` in place (default: its LoRA parameters); returns the history.
 
     `objective` defaults to `AnswerObjective(model, tok, forget, retain, cfg, refusals,
-    alternatives, reference)`. `validation`: held-out forget items that early stopping checks
-    instead of the training items (the per-item weighting and focusing rules, which act on
-    training items, then stay off). `retain_validation`: held-out retain items; with
-    `cfg.stop_retain_accuracy`, training also stops once the known ones fall below that line
-    (the neighbours' guard), whatever the forget side shows.
+    alternatives, reference, names, name_layer)`: `names` are the concept's name words and
+    `name_layer` the decoder layer the name misdirection term reads. `validation`: held-out
+    forget items that early stopping checks instead of the training items (the per-item
+    weighting and focusing rules, which act on training items, then stay off).
+    `retain_validation`: held-out retain items; with `cfg.stop_retain_accuracy`, training also
+    stops once the known ones fall below that line (the neighbours' guard), whatever the forget
+    side shows.
     """
     if not forget:
         raise AgloraError("the forget set is empty; nothing to unlearn")
@@ -174,7 +177,7 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
         raise AgloraError("no trainable LoRA parameters: attach an adapter first")
     if objective is None:
         objective = AnswerObjective(model, tok, forget, retain, cfg, refusals, alternatives,
-                                    reference)
+                                    reference, names, name_layer)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     device = next(model.parameters()).device

@@ -4,6 +4,7 @@ The loss functions are plain tensor maths with a unit test each. `AnswerObjectiv
 the training loop optimises by default (`train.forget_objective` + `train.retain_objective`):
 
     loss = forget term on the answers (npo | grad_ascent | none)
+           [+ forget_name_weight * name misdirection at the concept's name tokens]
            [+ forget_others_kl * KL at the answer tokens, all tokens but the answer's]
            [+ response_weight * NLL of the replacement (forget_response refuse | alternative)]
            + retain_weight * retain term (kl | nll | kl+nll | none)
@@ -35,6 +36,7 @@ from aglora.model.forward import (
     target_logprobs_from_logits,
 )
 from aglora.model.tokens import Batch, encode
+from aglora.pipeline.train.misdirect import NameMisdirection
 from aglora.pipeline.train.reference import base_answer_side, base_view, cached_base_logits
 from aglora.pipeline.train.targets import ANSWER_OBJECTIVES, answer_batch, response_batch
 
@@ -131,7 +133,8 @@ class AnswerObjective:
     def __init__(self, model: nn.Module, tok, forget: list[Probe], retain: list[Probe],
                  cfg: TrainConfig, refusals: list[str] | None = None,
                  alternatives: list[str] | None = None,
-                 reference: nn.Module | None = None) -> None:
+                 reference: nn.Module | None = None, names: list[str] | None = None,
+                 name_layer: int | None = None) -> None:
         check_objectives(cfg.forget_objective, cfg.retain_objective, cfg.forget_response)
         if cfg.forget_objective in ANSWER_OBJECTIVES and any(not p.answer for p in forget):
             raise AgloraError(f"forget_objective={cfg.forget_objective} needs an 'answer' on "
@@ -146,6 +149,13 @@ class AnswerObjective:
             model, tok, forget, cfg, reference, cfg.forget_objective == "npo", self.others)
         self.base_logits = (cached_base_logits(model, tok, retain, cfg.batch_size, reference)
                             if "kl" in cfg.retain_objective else None)
+        self.misdirect = None
+        if cfg.forget_name_weight > 0:
+            if name_layer is None:
+                raise AgloraError("train.forget_name_weight needs the layer to read (the run's "
+                                  "deepest masked layer)")
+            self.misdirect = NameMisdirection(model, tok, forget, names or [], name_layer,
+                                              cfg.forget_name_shift, cfg.seed, reference)
 
     def forget_loss(self, model: nn.Module, f_idx: list[int], weight: torch.Tensor,
                     rng: random.Random) -> torch.Tensor:
@@ -165,6 +175,8 @@ class AnswerObjective:
                 target = torch.cat([self.blocked[i] for i in f_idx]).to(device)
                 loss = loss + cfg.forget_others_kl * others_kl_loss(
                     answer_logits, next_token_ids(fb, fb.target_mask), target)
+        if self.misdirect is not None:
+            loss = loss + cfg.forget_name_weight * self.misdirect.loss(model, f_idx, device)
         response = response_batch(self.tok, items, cfg, self.refusals, self.alternatives, rng)
         if response is not None:
             rb = response[0].to(device)
