@@ -11,7 +11,6 @@ import pytest
 from aglora.concepts import ConceptSpec, Probe, load_concept
 from aglora.pipeline.augment import (
     FORMS,
-    LEAD_IN,
     misspell,
     source_id,
     split_validation,
@@ -58,12 +57,6 @@ def test_every_form_is_built_and_keeps_the_answer():
     comp = next(p for p in forget if p.family == "completion" and source_id(p) == "f-dir")
     assert comp.format == "completion" and comp.prompt == "Inception was directed by"
     assert comp.prefix == ""
-    leads = [p for p in forget + retain if p.family == "lead-in"]
-    assert len(leads) == 3  # one per chat item
-    for lead in leads:
-        src = next(q for q in spec.forget + spec.retain if q.id == source_id(lead))
-        assert lead.prompt == src.prompt and lead.format == "chat"
-        assert lead.prefix in LEAD_IN and lead.prefix != src.prefix
     blank = next(p for p in forget if p.family == "blank" and source_id(p) == "f-dir")
     assert "Chr____" in blank.prompt
     wrong = next(p for p in forget if p.family == "misspelled")

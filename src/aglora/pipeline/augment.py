@@ -12,12 +12,7 @@ these forms (each a `family` of the augmented item):
 | `misspelled`      | the concept's name misspelled in the question                         |
 | `language`        | the question framed in another language                               |
 | `completion`      | plain-text completion with no chat template (the assistant prefix)    |
-| `lead-in`         | the same question, the answer after a generic lead-in or none at all  |
 | `description`     | the concept's name as the answer to the spec's description of it      |
-
-The spec's `prefix` is the strongest cue for its answer, and every other form keeps it; an
-evaluation probe (or a user) asks with its own lead-in, so `lead-in` trains the answer away after
-the assistant's first token and after generic openings too, not only after the spec's words.
 
 Retain items get the same forms (not `description`), so a wrapper or a missing chat template
 does not stop the neighbours from being kept. The wording of every form comes from the templates
@@ -59,20 +54,13 @@ LANGUAGE = (
     "Responde en español, por favor: {q}",
     "Rispondi in italiano: {q}",
 )
-LEAD_IN = (
-    "",
-    "The answer is",
-    "Sure! The answer is",
-    "I believe it is",
-    "That would be",
-)
 DESCRIPTION = (
     "What is the name of this? {d}",
     "Here is a description; name what it describes. {d}",
     "Identify the subject of this text: {d}",
 )
 FORMS = ("roleplay", "multiple-choice", "blank", "misspelled", "language", "completion",
-         "lead-in", "description")
+         "description")
 
 
 def misspell(word: str, rng: random.Random) -> str:
@@ -132,9 +120,6 @@ def _form(p: Probe, form: str, rng: random.Random, names: list[str]) -> Probe | 
         return replace(p, prompt=rng.choice(LANGUAGE).format(q=p.prompt), **fam)
     if form == "completion" and p.format == "chat" and p.prefix:
         return replace(p, format="completion", prompt=p.prefix, prefix="", **fam)
-    if form == "lead-in" and p.format == "chat" and p.answer:
-        others = [lead for lead in LEAD_IN if lead != p.prefix.strip()]
-        return replace(p, prefix=rng.choice(others), **fam)
     return None
 
 
