@@ -30,9 +30,9 @@ from torch import nn
 
 from aglora.concepts import Probe
 from aglora.errors import AgloraError
-from aglora.model.adapter import adapter_disabled
 from aglora.model.forward import causal_lm
 from aglora.model.tokens import context_text
+from aglora.pipeline.train.reference import base_view
 
 
 class _Stop(Exception):
@@ -121,11 +121,8 @@ class NameMisdirection:
         with torch.no_grad():
             for lo in range(0, len(named), batch_size):
                 idx = named[lo:lo + batch_size]
-                if base is not None:
-                    hidden = self._hidden(base, idx)
-                else:
-                    with adapter_disabled(model):
-                        hidden = self._hidden(model, idx)
+                with base_view(model, base) as ref_model:
+                    hidden = self._hidden(ref_model, idx)
                 for i, h in zip(idx, hidden, strict=True):
                     self.base_hidden[i] = h.detach().cpu()
 
