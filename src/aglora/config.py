@@ -204,6 +204,11 @@ class TrainConfig:
         "with a validation split: also stop once the held-out retain items the base model knows "
         "fall below this likelihood-choice accuracy (the neighbours' guard; empty = off)")
     stop_each_form: bool = setting(False, "stopping needs each form (family) at the goal too")
+    stop_refusal_share: float = setting(
+        0.8,
+        "with forget_response refuse: early stopping also needs at least this share of the "
+        "greedy answers to the checked chat forget items (the validation split's, else the "
+        "training items) to be refusals, by the evaluation's refusal classifier (0 = off)")
     disruption_mask: bool = setting(
         False,
         "the forget term moves a LoRA weight entry only where its gradient's sign agrees with "
@@ -245,6 +250,8 @@ class TrainConfig:
                         fix="an accuracy; leave it out for chance")
         check_range("train.validation_share", self.validation_share, 0, 1, high_open=True,
                     fix="0 = no validation split")
+        check_range("train.stop_refusal_share", self.stop_refusal_share, 0, 1,
+                    fix="a share of answers; 0 = off")
         if self.stop_retain_accuracy is not None:
             check_range("train.stop_retain_accuracy", self.stop_retain_accuracy, 0, 1,
                         fix="an accuracy; leave it out to turn the guard off")

@@ -126,3 +126,41 @@ def test_unfrozen_restores_eval_mode_and_frozen_weights_even_on_error():
     assert not model.training
     assert not any(p.requires_grad for p in params)
     assert all(p.grad is None for p in params)
+
+
+def _refusal_stop_run(monkeypatch, tok, response: str, shares: list[float]):
+    """A run whose likelihood check is at the goal from the first check on, with the refusal
+    check's shares given in order."""
+    import aglora.pipeline.train.loop as train_mod
+    pm = attach_lora(make_model(seed=1), None, LoraConfig(rank=4, masked=False))
+    forget = [Probe(prompt=f"Who made film {i}?", answer="Anna", distractors=["x", "y", "z"])
+              for i in range(3)]
+    forget.append(Probe(prompt="Film 3 was made by", answer="Anna", format="completion",
+                        distractors=["x", "y", "z"]))
+    monkeypatch.setattr(train_mod.GoalChecker, "check", lambda *a: GoalCheck(
+        True, 0.0, -1.0, {"Anna"}, {0, 1, 2, 3}))
+    asked: list[list[str]] = []
+    pending = list(shares)
+
+    def fake_share(model, tok, items, phrases):
+        asked.append([p.format for p in items])
+        return pending.pop(0)
+
+    monkeypatch.setattr(train_mod, "refusal_share", fake_share)
+    cfg = TrainConfig(max_steps=10, min_steps=1, batch_size=4, check_every=1,
+                      retain_objective="none", forget_response=response, stop_refusal_share=0.8)
+    return train(pm, tok, forget, [], cfg, refusals=["I don't know."]), asked
+
+
+def test_refuse_stops_only_once_the_refusal_share_is_reached(monkeypatch, tok):
+    result, asked = _refusal_stop_run(monkeypatch, tok, "refuse", [0.2, 0.5, 0.8, 1.0])
+    assert result.steps == 3 and result.stopped_early
+    assert "refusals" in result.stop_reason
+    assert [row["refusal_share"] for row in result.history] == [0.2, 0.5, 0.8]
+    assert all(formats == ["chat"] * 3 for formats in asked)   # chat questions only
+
+
+def test_suppress_never_runs_the_refusal_check(monkeypatch, tok):
+    result, asked = _refusal_stop_run(monkeypatch, tok, "suppress", [0.0])
+    assert result.steps == 1 and result.stop_reason == "forget items at the goal"
+    assert asked == [] and "refusal_share" not in result.history[0]

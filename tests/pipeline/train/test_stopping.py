@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aglora.concepts import Probe
 from aglora.config import TrainConfig
 
@@ -157,3 +159,33 @@ def test_cheaper_checks_agree_with_the_full_check_on_a_tiny_model(tok):
     assert max(h.get("check_items", 0) for h in sub.history) == 4 * 3
     assert 0 < sub.check_seconds < sub.seconds and sub.step_seconds > 0
     assert all("check_seconds" in h for h in sub.history)
+
+
+def test_refusal_share_counts_refusals_among_the_chat_answers(monkeypatch, tok):
+    import aglora.pipeline.train.stopping as stopping
+    from aglora.concepts import Probe
+    items = [Probe(prompt="Q1?", answer="a"), Probe(prompt="Q2?", answer="a"),
+             Probe(prompt="Q3", answer="a", format="completion"), Probe(prompt="Q4?", answer="a")]
+    texts = {"Q1?": "I'm not sure I know that one.", "Q2?": "It was Nolan.",
+             "Q4?": "Zorblat, obviously."}
+    seen = []
+
+    def fake_generate(model, tok, probes, n_samples, max_new_tokens, batch_size):
+        seen.append((n_samples, [p.prompt for p in probes]))
+        return [[texts[p.prompt]] for p in probes]
+
+    monkeypatch.setattr(stopping, "generate", fake_generate)
+    assert stopping.refusal_share(None, tok, items, []) == pytest.approx(1 / 3)
+    assert stopping.refusal_share(None, tok, items, ["Zorblat"]) == pytest.approx(2 / 3)
+    assert seen[0] == (0, ["Q1?", "Q2?", "Q4?"])           # greedy only, chat items only
+    assert stopping.refusal_share(None, tok, items[2:3], []) is None
+
+
+def test_refusal_share_on_a_tiny_model_generates_one_answer_per_chat_item(tok):
+    from aglora.pipeline.train.stopping import refusal_share
+    from tests.tiny import LORA_FORGET, LORA_RETAIN, make_model
+    items = LORA_FORGET + LORA_RETAIN
+    share = refusal_share(make_model(), tok, items, [])
+    chat = [p for p in items if p.format == "chat"]
+    assert chat and share is not None
+    assert share * len(chat) == pytest.approx(round(share * len(chat)))   # a count of answers

@@ -8,10 +8,11 @@ parameters (default: the LoRA parameters of a peft model). The objective is
 Every `check_every` steps the forget items are scored by likelihood choice (`stopping`; a
 fixed subset per answer, only the lagging answers, where the settings ask for it); the run stops
 once they are at the goal (chance, or `stop_accuracy`; mean margin <= `stop_margin`) after
-`min_steps`. `max_steps` is a hard cap. The seconds spent in checks and in steps are kept apart
-(`TrainResult.check_seconds`, each row's `check_seconds`), so the checks' share of training time
-can be reported. Full-parameter methods pass their own `params` and the untouched base as
-`reference`.
+`min_steps` (under `forget_response refuse`, only once enough greedy answers to the checked
+chat items are refusals too: `stopping.refusal_share`). `max_steps` is a hard cap. The seconds
+spent in checks and in steps are kept apart (`TrainResult.check_seconds`, each row's
+`check_seconds`), so the checks' share of training time can be reported. Full-parameter
+methods pass their own `params` and the untouched base as `reference`.
 
 With `train.disruption_mask` the forget and retain terms are differentiated apart and the
 forget gradient is kept only where its sign agrees with the retain gradient's (`disruption`);
@@ -48,7 +49,7 @@ from aglora.pipeline.train.disruption import DisruptionMask
 from aglora.pipeline.train.objectives import AnswerObjective
 from aglora.pipeline.train.shares import Shares, StepLosses
 from aglora.pipeline.train.sharpness import SharpnessAware
-from aglora.pipeline.train.stopping import GoalChecker
+from aglora.pipeline.train.stopping import GoalChecker, refusal_share
 from aglora.runtime.processes import ranks
 
 _log = logging.getLogger("aglora")
@@ -112,6 +113,8 @@ def progress_line(row: dict) -> str:
     if "train_forget_accuracy" in row:
         line += (f" acc {row['train_forget_accuracy']:.2f} margin "
                  f"{row['train_forget_margin']:.2f}")
+    if "refusal_share" in row:
+        line += f" refusals {row['refusal_share']:.2f}"
     return line
 
 
@@ -202,6 +205,9 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     item_weight = torch.ones(len(forget))  # [n_forget] forget-term weight per item
     chance = chance_level(choice_items)
     checker = GoalChecker(choice_items, cfg, chance)
+    phrases = refusals or []
+    refusal_items, over_refusal_items = _refusal_check_items(cfg, forget, validation,
+                                                             retain_validation)
     f_cycle = Cycler(len(forget), cfg.batch_size, rng)
     r_cycle = Cycler(len(retain), cfg.batch_size, rng) if retain else None
     result = TrainResult()
@@ -250,6 +256,14 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                 model.eval()
                 # confirm: a stop may be declared at this check
                 check = agreed(partial(checker.check, model, tok, step >= cfg.min_steps))
+                refused = True
+                if refusal_items:
+                    share = agreed(partial(refusal_share, model, tok, refusal_items, phrases))
+                    row["refusal_share"] = share
+                    refused = share >= cfg.stop_refusal_share
+                    if over_refusal_items:
+                        row["retain_validation_refusal_share"] = agreed(partial(
+                            refusal_share, model, tok, over_refusal_items, phrases))
                 model.train()
                 row.update(train_forget_accuracy=check.accuracy,
                            train_forget_margin=check.margin, check_items=check.scored,
@@ -264,9 +278,10 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                     item_weight[[choice_index[i] for i in check.items_at_goal]] = (
                         cfg.forget_weight_at_goal)
                     row["forget_items_at_goal"] = len(check.items_at_goal)
-                if check.met and step >= cfg.min_steps:
+                if check.met and refused and step >= cfg.min_steps:
                     result.stopped_early = True
-                    result.stop_reason = "forget items at the goal"
+                    result.stop_reason = ("forget items at the goal" if not refusal_items else
+                                          "forget items at the goal, refusals at their share")
                 if guarded:
                     kept = agreed(lambda: choice_summary(
                         score_options(model, tok, guarded, batch_size=64))[0])
@@ -292,6 +307,18 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
         model.eval()
     result.seconds = time.time() - start
     return result
+
+
+def _refusal_check_items(cfg: TrainConfig, forget: list[Probe], validation: list[Probe] | None,
+                         retain_validation: list[Probe] | None
+                         ) -> tuple[list[Probe], list[Probe]]:
+    """(chat forget items whose greedy answers a check classifies, chat held-out retain items
+    whose refusals it records) under `forget_response refuse` with `stop_refusal_share`; both
+    empty otherwise. The validation split's items when there is one, else the training items."""
+    if cfg.forget_response != "refuse" or cfg.stop_refusal_share <= 0:
+        return [], []
+    chat = [p for p in (validation or forget) if p.format == "chat"]
+    return chat, [p for p in (retain_validation or []) if p.format == "chat"]
 
 
 def _disruption_mask(cfg: TrainConfig, objective: Objective, params: list[nn.Parameter],

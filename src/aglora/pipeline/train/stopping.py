@@ -26,6 +26,14 @@ two checks. `GoalChecker` makes a check cheaper in three ways:
 * **One full check at the end** (`train.check_final_full`): every training choice item scored
   once after the last step and recorded, so that a run on the subset shows what the full check
   says at its stop step.
+
+With `train.forget_response refuse` the likelihood goal is not the whole goal: a model whose
+answer no longer beats its distractors may still answer with a mangled name rather than a
+refusal. `refusal_share` generates greedy answers to the checked chat forget items (a few
+tokens: the classifier reads the first sentence) and counts the refusals with the evaluation's
+own classifier (`aglora.pipeline.eval.answers.is_refusal`); the loop stops only once that share
+reaches `train.stop_refusal_share` too. Generation, not a likelihood, because a refusal is one
+of many phrasings: no single sequence's likelihood says whether greedy decoding opens with one.
 """
 
 from __future__ import annotations
@@ -38,9 +46,12 @@ from torch import nn
 
 from aglora.concepts import Probe
 from aglora.config import TrainConfig
+from aglora.model.decode import generate
 from aglora.model.likelihood import choice_correct, choice_summary, score_options
+from aglora.pipeline.eval.answers import is_refusal
 
 Scorer = Callable[[nn.Module, object, list[Probe]], list[list[float]]]
+REFUSAL_CHECK_TOKENS = 16  # greedy tokens per answer at a refusal check: a first sentence
 
 
 class GoalCheck(NamedTuple):
@@ -173,3 +184,14 @@ class GoalChecker:
         return {"met": check.met, "accuracy": check.accuracy, "margin": check.margin,
                 "items": len(self.items), "answers": len(per_answer),
                 "answers_at_goal": len(check.answers_at_goal), "answer_accuracy": per_answer}
+
+
+def refusal_share(model: nn.Module, tok, items: list[Probe], phrases: list[str]) -> float | None:
+    """Share of greedy answers to the chat items of `items` that are refusals (`is_refusal`
+    with `phrases`); None when no item is a chat question."""
+    chat = [p for p in items if p.format == "chat"]
+    if not chat:
+        return None
+    answers = generate(model, tok, chat, n_samples=0, max_new_tokens=REFUSAL_CHECK_TOKENS,
+                       batch_size=64)  # [n_chat][greedy]
+    return sum(is_refusal(a[0], phrases) for a in answers) / len(chat)
