@@ -132,6 +132,11 @@ class TrainConfig:
         "spec's alternatives, else the item's distractors)")
     response_weight: float = setting(
         1.0, "weight of the refusal or alternative term (forget_response refuse | alternative)")
+    refusal_contrast: float = setting(
+        1.0,
+        "with forget_response refuse: weight of the term that keeps a refusal no likelier than "
+        "in the base model after the retain items' chat questions (NPO on the refusal there; "
+        "inside the retain term, so retain_weight scales it too; 0 = off)")
     retain_objective: str = setting("kl", "kl | nll | kl+nll | none")
     retain_weight: float = setting(10.0, "alpha: loss = forget + alpha * retain")
     npo_beta: float = setting(0.5, "NPO beta")
@@ -230,7 +235,7 @@ class TrainConfig:
         check_range("train.lr", self.lr, 0, low_open=True)
         check_response(self.forget_objective, self.forget_response)
         for name in ("retain_weight", "forget_others_kl", "weight_decay", "min_steps",
-                     "response_weight", "check_items_per_answer"):
+                     "response_weight", "refusal_contrast", "check_items_per_answer"):
             check_range(f"train.{name}", getattr(self, name), 0)
         check_range("train.npo_beta", self.npo_beta, 0, low_open=True)
         for name in ("batch_size", "max_steps", "check_every"):

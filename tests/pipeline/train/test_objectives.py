@@ -154,3 +154,59 @@ def test_old_replacement_objectives_name_the_new_key():
         TrainConfig(forget_objective="refusal")
     with pytest.raises(AgloraError, match="unknown train.forget_response 'silence'"):
         TrainConfig(forget_response="silence")
+
+
+def _refusal_logp(model, tok, item: Probe, refusal: str) -> float:
+    from aglora.model.forward import target_logprobs
+    from aglora.model.tokens import chat_prefix_text, encode
+    batch = encode(tok, [item], [refusal + tok.eos_token],
+                   contexts=[chat_prefix_text(tok, item.prompt)])
+    with torch.no_grad():
+        return float(target_logprobs(model, batch))
+
+
+def test_refusal_contrast_is_npo_at_log2_on_the_base(tok):
+    """With the adapter at its zero start the model is the base: the contrast term is NPO at
+    log pi = log pi_ref, (2 / beta) log 2 exactly."""
+    from aglora.config import LoraConfig
+    from aglora.model.adapter import attach_lora
+    from aglora.pipeline.train.objectives import AnswerObjective
+    from tests.tiny import LORA_FORGET, LORA_RETAIN
+    pm = attach_lora(make_model(seed=3), None, LoraConfig(rank=4, masked=False))
+    cfg = TrainConfig(forget_response="refuse", npo_beta=0.5)
+    objective = AnswerObjective(pm, tok, LORA_FORGET, LORA_RETAIN, cfg, refusals=["No idea."])
+    term = objective.refusal_contrast(pm, LORA_RETAIN, torch.device("cpu"))
+    assert float(term) == pytest.approx(4 * math.log(2), abs=1e-6)
+    off = AnswerObjective(pm, tok, LORA_FORGET, LORA_RETAIN,
+                          TrainConfig(forget_response="refuse", refusal_contrast=0.0),
+                          refusals=["No idea."])
+    assert objective.contrast and not off.contrast
+
+
+def test_refusal_contrast_keeps_the_refusal_off_the_retain_question(tok):
+    """The refusal term alone raises the refusal after the retain question too (the tiny
+    model hardly tells the two questions apart); with the contrast it ends lower there than
+    without it, and no likelier than in the base model. (Whether the forget question keeps its
+    refusal needs a model that separates the questions: measured on the embedded model.)"""
+    from aglora.config import LoraConfig
+    from aglora.model.adapter import attach_lora
+    from aglora.pipeline.train.loop import train
+    from tests.tiny import LORA_FORGET, LORA_RETAIN
+    refusal = "I'm not sure I know that film."
+    forget, retain = LORA_FORGET[0], LORA_RETAIN[0]
+    base = make_model(seed=2)
+    at_base = (_refusal_logp(base, tok, forget, refusal),
+               _refusal_logp(base, tok, retain, refusal))
+    after = {}
+    for contrast in (0.0, 1.0):
+        pm = attach_lora(make_model(seed=2), None, LoraConfig(rank=4, masked=False))
+        cfg = TrainConfig(forget_objective="none", forget_response="refuse",
+                          retain_objective="none" if contrast == 0 else "kl",
+                          retain_weight=1.0, refusal_contrast=contrast, lr=2e-2, max_steps=20,
+                          min_steps=20, batch_size=1, check_every=10**6)
+        train(pm, tok, [forget], [retain], cfg, refusals=[refusal], log=lambda *_: None)
+        after[contrast] = (_refusal_logp(pm, tok, forget, refusal),
+                           _refusal_logp(pm, tok, retain, refusal))
+    assert after[0.0][1] > at_base[1] + 1.0        # without it the refusal spreads
+    assert after[1.0][1] < after[0.0][1] - 1.0     # the contrast holds it back
+    assert after[1.0][1] <= at_base[1]

@@ -7,12 +7,21 @@ the training loop optimises by default (`train.forget_objective` + `train.retain
            [+ forget_name_weight * name misdirection at the concept's name tokens]
            [+ forget_others_kl * KL at the answer tokens, all tokens but the answer's]
            [+ response_weight * NLL of the replacement (forget_response refuse | alternative)]
-           + retain_weight * retain term (kl | nll | kl+nll | none)
+           + retain_weight * (retain term (kl | nll | kl+nll | none)
+                              [+ refusal_contrast * NPO on a refusal after the retain
+                                 items' chat questions (forget_response refuse)])
 
 `refuse` and `alternative` add a supervised term toward what the model should say instead (a
 refusal after chat questions, or another answer) to the suppression term, rather than replacing
 it: the refusal alone teaches a new first sentence but leaves the concept's answer as likely
 as before after a leading prefix, which the likelihood probes (and an attacker) read.
+
+The refusal contrast is there because a refusal learnt on the concept's questions alone spreads:
+the masked neurons fire on other questions too, and without a counter-example the adapter
+learns "refuse" rather than "refuse this concept". NPO on the refusal (reference: the base
+model's log-probability of the same refusal after the same question) pushes it down on the
+retain questions only while it is likelier than in the base model, and saturates once it is
+a few nats below, so it costs nothing where the forget side does not raise it.
 
 A method with another loss (RMU) supplies its own object with the same three members
 (`uses_retain`, `retain_weight`, `forget_loss`, `retain_loss`) and runs the same loop.
@@ -149,6 +158,9 @@ class AnswerObjective:
             model, tok, forget, cfg, reference, cfg.forget_objective == "npo", self.others)
         self.base_logits = (cached_base_logits(model, tok, retain, cfg.batch_size, reference)
                             if "kl" in cfg.retain_objective else None)
+        self.contrast = (cfg.forget_response == "refuse" and cfg.refusal_contrast > 0
+                         and bool(self.refusals) and any(p.format == "chat" for p in retain))
+        self.contrast_rng = random.Random(cfg.seed + 1)  # the refusals drawn for retain items
         self.misdirect = None
         if cfg.forget_name_weight > 0:
             if name_layer is None:
@@ -191,4 +203,21 @@ class AnswerObjective:
         rb = encode(self.tok, items, [p.answer or "" for p in items]).to(device)
         known = (torch.cat([self.base_logits[i] for i in r_idx]).to(device)
                  if self.base_logits is not None else None)
-        return _retain_term(model, rb, self.cfg.retain_objective, self.reference, known)
+        loss, kl_value = _retain_term(model, rb, self.cfg.retain_objective, self.reference, known)
+        if self.contrast:
+            loss = loss + self.cfg.refusal_contrast * self.refusal_contrast(model, items, device)
+        return loss, kl_value
+
+    def refusal_contrast(self, model: nn.Module, items: list[Probe],
+                         device: torch.device) -> torch.Tensor:
+        """NPO on a drawn refusal after each chat retain item's question, against the base
+        model's log-probability of the same text (zero when no item is a chat question)."""
+        response = response_batch(self.tok, items, self.cfg, self.refusals, [],
+                                  self.contrast_rng)
+        if response is None:
+            return torch.zeros((), device=device)
+        rb = response[0].to(device)
+        logp = target_logprobs_from_logits(logits_at(model, rb, rb.target_mask), rb)  # [rows]
+        with torch.no_grad(), base_view(model, self.reference) as base:
+            ref = target_logprobs_from_logits(logits_at(base, rb, rb.target_mask), rb)
+        return npo_loss(logp, ref, self.cfg.npo_beta)
