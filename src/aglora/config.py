@@ -133,7 +133,7 @@ class TrainConfig:
     response_weight: float = setting(
         1.0, "weight of the refusal or alternative term (forget_response refuse | alternative)")
     refusal_contrast: float = setting(
-        1.0,
+        0.3,
         "with forget_response refuse: weight of the term that keeps a refusal no likelier than "
         "in the base model after the retain items' chat questions (NPO on the refusal there; "
         "inside the retain term, so retain_weight scales it too; 0 = off)")
