@@ -98,6 +98,19 @@ class Batch:
                                                self.target_mask, self.content_mask)))
 
 
+def pad_right(tok, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows right-padded with the tokenizer's pad id (else 0): input ids [n, width]
+    and attention mask [n, width] (1 on each row's own tokens)."""
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention[i, : len(ids)] = 1
+    return input_ids, attention
+
+
 def encode(tok, probes: list[Probe], targets: list[str], max_len: int = 256,
            contexts: list[str] | None = None) -> Batch:
     """Right-padded batch of context+target sequences for scoring or training."""
@@ -111,16 +124,10 @@ def encode(tok, probes: list[Probe], targets: list[str], max_len: int = 256,
         rows.append(ids)
         tmask.append((max(n_ctx - 1, 0), len(ids) - 1))
         cstarts.append(min(content_start(tok, probe), n_ctx))
-    width = max(len(r) for r in rows)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    n = len(rows)
-    input_ids = torch.full((n, width), pad, dtype=torch.long)
-    attention = torch.zeros((n, width), dtype=torch.long)
-    target = torch.zeros((n, width), dtype=torch.float32)
-    content = torch.zeros((n, width), dtype=torch.float32)
+    input_ids, attention = pad_right(tok, rows)
+    target = torch.zeros(input_ids.shape, dtype=torch.float32)
+    content = torch.zeros(input_ids.shape, dtype=torch.float32)
     for i, ids in enumerate(rows):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
         lo, hi = tmask[i]
         target[i, lo:hi] = 1.0
         content[i, cstarts[i]: len(ids)] = 1.0

@@ -31,7 +31,7 @@ from torch import nn
 from aglora.concepts import Probe
 from aglora.errors import AgloraError
 from aglora.model.forward import causal_lm
-from aglora.model.tokens import context_text
+from aglora.model.tokens import context_ids, context_text, pad_right
 from aglora.pipeline.train.reference import base_view
 
 
@@ -84,16 +84,7 @@ def hidden_after(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
 
 def _contexts(tok, items: list[Probe]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded context token ids [batch, seq] and attention mask [batch, seq]."""
-    rows = [tok(context_text(tok, p), add_special_tokens=p.format == "completion")["input_ids"]
-            for p in items]
-    width = max(len(r) for r in rows)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
-        mask[i, :len(r)] = 1
-    return ids, mask
+    return pad_right(tok, [context_ids(tok, p, context_text(tok, p)) for p in items])
 
 
 class NameMisdirection:
