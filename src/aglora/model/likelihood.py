@@ -24,7 +24,7 @@ from aglora.concepts import Probe
 from aglora.model.decode import generation_context
 from aglora.model.forward import logits_at, target_logprobs_from_logits
 from aglora.model.prefill import decoder_and_head, prefill
-from aglora.model.tokens import context_ids, context_text, encode, target_ids
+from aglora.model.tokens import context_ids, context_text, encode, pad_right, target_ids
 
 
 def score_options(model: nn.Module, tok, probes: list[Probe], batch_size: int = 16,
@@ -57,12 +57,8 @@ def _score_chunk(model: nn.Module, tok, chunk: list[Probe]) -> list[list[tuple[f
     flat = list(unique)  # (context row, option ids), each scored once
     rows = torch.tensor([c for c, _ in flat], device=device)  # [N] -> context row
     cache.batch_select_indices(rows)
-    o_width = max(len(ids) for _, ids in flat)
-    opt = torch.full((len(flat), o_width), pad, dtype=torch.long)
-    opt_mask = torch.zeros((len(flat), o_width), dtype=torch.long)
-    for n, (_, ids) in enumerate(flat):
-        opt[n, : len(ids)] = torch.tensor(ids)
-        opt_mask[n, : len(ids)] = 1
+    opt, opt_mask = pad_right(tok, [list(ids) for _, ids in flat])  # [N, To] each
+    o_width = opt.shape[1]
     opt, opt_mask = opt.to(device), opt_mask.to(device)
     full_mask = torch.cat([ctx_mask[rows], opt_mask], dim=1)
     opt_pos = ctx_mask[rows].sum(-1, keepdim=True) + torch.arange(o_width, device=device)
