@@ -182,6 +182,12 @@ class TrainConfig:
         "weight of the forget term (npo / grad_ascent) on items whose answer no longer beats every"
         " distractor at the last check; below 1 the steps go to the items that lag (one title of "
         "several, the prompts where it holds on)")
+    pair_shared_answers: bool = setting(
+        True,
+        "for every forget item of a step whose answer a retain item also has (the same film's "
+        "director answering for his other films), the retain batch adds one such retain item "
+        "(drawn in turn): the answer pushed down in the concept's context is held in the "
+        "neighbours' in the same step, however few retain items share it")
     check_every: int = setting(1, "steps between early-stopping checks")
     check_items_per_answer: int = setting(
         0,

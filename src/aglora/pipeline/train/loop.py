@@ -1,8 +1,10 @@
 """The one training loop: seeded batches, one optimiser step each, early stopping.
 
 Each step draws a forget batch and (when the objective uses one) a retain batch from seeded
-shuffles, asks the objective for `forget + retain_weight * retain`, and steps AdamW on the given
-parameters (default: the LoRA parameters of a peft model). The objective is
+shuffles (with `train.pair_shared_answers`, one more retain item for each forget item of the
+step whose answer a retain item shares: `RetainDraw`), asks the objective for
+`forget + retain_weight * retain`, and steps AdamW on the given parameters (default: the LoRA
+parameters of a peft model). The objective is
 `objectives.AnswerObjective` built from the run config unless a method passes its own (RMU).
 
 Every `check_every` steps the forget items are scored by likelihood choice (`stopping`; a
@@ -107,6 +109,42 @@ class Cycler:
         return out
 
 
+class RetainDraw:
+    """The retain batch of a step: the `Cycler`'s batch, and with `pair` one more retain item
+    for every forget item of the step whose answer (case-folded) some retain item shares, drawn
+    in turn from that answer's retain items (its own shuffled cycle, seeded by `rng`). A step
+    with no such forget item draws exactly what the `Cycler` alone would."""
+
+    def __init__(self, forget: list[Probe], retain: list[Probe], batch: int,
+                 rng: random.Random, pair: bool) -> None:
+        self.cycle = Cycler(len(retain), batch, rng)
+        by_answer: dict[str, list[int]] = {}
+        for i, p in enumerate(retain):
+            if p.answer:
+                by_answer.setdefault(p.answer.lower(), []).append(i)
+        self.partner: dict[int, Cycler] = {}   # forget index -> its answer's retain cycle
+        cycles: dict[str, Cycler] = {}
+        for i, p in enumerate(forget):
+            key = (p.answer or "").lower()
+            if pair and key in by_answer:
+                if key not in cycles:
+                    cycles[key] = Cycler(len(retain), 1, rng)
+                    cycles[key].restrict(by_answer[key])
+                self.partner[i] = cycles[key]
+
+    @property
+    def paired_forget_items(self) -> int:
+        return len(self.partner)
+
+    def next(self, f_idx: list[int]) -> list[int]:
+        """[batch + paired] retain indices for the forget batch `f_idx`."""
+        out = self.cycle.next()
+        for i in f_idx:
+            if i in self.partner:
+                out.extend(self.partner[i].next())
+        return out
+
+
 def progress_line(row: dict) -> str:
     line = (f"[aglora] step {row['step']:3d} loss {row['loss']:.3f} forget "
             f"{row['forget_loss']:.3f} retain {row['retain_loss']:.4f}")
@@ -136,14 +174,14 @@ def known_at_base(model: nn.Module, tok, items: list[Probe],
 
 
 def _whole_step(model: nn.Module, objective: Objective, f_idx: list[int],
-                r_cycle: Cycler | None, item_weight: torch.Tensor, rng: random.Random,
+                r_draw: RetainDraw | None, item_weight: torch.Tensor, rng: random.Random,
                 device: torch.device) -> StepLosses:
     """The step's loss on the whole batch (one process)."""
     forget_loss = objective.forget_loss(model, f_idx, item_weight[f_idx].to(device), rng)
     retain_loss = torch.zeros((), device=device)
     kl_value: float | None = 0.0
-    if r_cycle is not None and objective.uses_retain:
-        retain_loss, kl_value = objective.retain_loss(model, r_cycle.next(), device)
+    if r_draw is not None and objective.uses_retain:
+        retain_loss, kl_value = objective.retain_loss(model, r_draw.next(f_idx), device)
     weighted_retain = objective.retain_weight * retain_loss
     loss = forget_loss + weighted_retain
     return StepLosses(loss, float(loss.detach()), float(forget_loss.detach()),
@@ -209,7 +247,8 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     refusal_items, over_refusal_items = _refusal_check_items(cfg, forget, validation,
                                                              retain_validation)
     f_cycle = Cycler(len(forget), cfg.batch_size, rng)
-    r_cycle = Cycler(len(retain), cfg.batch_size, rng) if retain else None
+    r_draw = (RetainDraw(forget, retain, cfg.batch_size, rng, cfg.pair_shared_answers)
+              if retain else None)
     result = TrainResult()
     start = time.time()
     model.train()
@@ -219,11 +258,11 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
             # the forget term's draws, for the sharpness rule's second forget pass
             rng_state = rng.getstate() if sharpness is not None else None
             if shares is None:
-                step_losses = _whole_step(model, objective, f_idx, r_cycle, item_weight, rng,
+                step_losses = _whole_step(model, objective, f_idx, r_draw, item_weight, rng,
                                           device)
             else:
-                retain_batch = (r_cycle.next if r_cycle is not None and objective.uses_retain
-                                else None)
+                retain_batch = (partial(r_draw.next, f_idx)
+                                if r_draw is not None and objective.uses_retain else None)
                 step_losses = shares.losses(model, f_idx, retain_batch, item_weight, rng,
                                             device)
             if not math.isfinite(step_losses.total):
