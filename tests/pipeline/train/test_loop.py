@@ -45,6 +45,60 @@ def test_cycler_restricted_to_a_subset():
     assert len(cycler.next()) == 4
 
 
+def _answers(answers: list[str]) -> list[Probe]:
+    return [Probe(prompt=f"Question {i}?", answer=a) for i, a in enumerate(answers)]
+
+
+def test_retain_draw_pairs_each_shared_answer_forget_item():
+    """Forget items 0 and 2 answer "Nolan", which retain items 1 and 3 share (any case): a batch
+    holding both adds two retain items, the two Nolan ones in turn; item 1 (Zimmer, no retain
+    partner) adds none."""
+    import random
+
+    from aglora.pipeline.train.loop import Cycler, RetainDraw
+    forget = _answers(["Nolan", "Zimmer", "nolan"])
+    retain = _answers(["Paris", "Nolan", "Spider", "NOLAN", "Rome"])
+    draw = RetainDraw(forget, retain, 2, random.Random(0), pair=True)
+    assert draw.paired_forget_items == 2
+    batches = [draw.next([0, 1, 2]) for _ in range(3)]
+    assert all(len(b) == 4 for b in batches)
+    pairs = [i for b in batches for i in b[2:]]
+    assert set(pairs) == {1, 3} and sorted(pairs[:2]) == [1, 3]   # each Nolan item in turn
+    plain = Cycler(5, 2, random.Random(0))
+    fresh = RetainDraw(forget, retain, 2, random.Random(0), pair=True)
+    assert fresh.next([1]) == plain.next()       # no shared answer in the batch: no pair
+    plain = Cycler(5, 2, random.Random(0))
+    off = RetainDraw(forget, retain, 2, random.Random(0), pair=False)
+    assert off.paired_forget_items == 0
+    assert [off.next([0, 2]) for _ in range(4)] == [plain.next() for _ in range(4)]
+
+
+def test_pair_shared_answers_feeds_the_retain_term(monkeypatch, tok):
+    """The objective's retain term gets the pairs: a forget batch of two shared-answer items
+    makes a retain batch of batch_size + 2."""
+    import aglora.pipeline.train.objectives as obj_mod
+    pm = attach_lora(make_model(seed=1), None, LoraConfig(rank=4, masked=False))
+    forget = [Probe(prompt=f"Who made film {i}?", answer="Anna", distractors=["x", "y"])
+              for i in range(2)]
+    retain = [Probe(prompt="Who wrote book 1?", answer="Anna"),
+              Probe(prompt="Capital of France?", answer="Paris"),
+              Probe(prompt="Capital of Spain?", answer="Madrid")]
+    sizes: list[int] = []
+    real = obj_mod.AnswerObjective.retain_loss
+
+    def recording(self, model, r_idx, device):
+        sizes.append(len(r_idx))
+        return real(self, model, r_idx, device)
+
+    monkeypatch.setattr(obj_mod.AnswerObjective, "retain_loss", recording)
+    for pair, expected in ((True, 4), (False, 2)):
+        sizes.clear()
+        cfg = TrainConfig(max_steps=2, min_steps=1, batch_size=2, check_every=10**6,
+                          pair_shared_answers=pair)
+        train(pm, tok, forget, retain, cfg, log=lambda *_: None)
+        assert sizes == [expected, expected]
+
+
 def test_focus_lagging_answers_trains_only_the_lagging_answer(monkeypatch, tok):
     """Answer A is at the goal from the first check on: later forget batches hold only B."""
     import aglora.pipeline.train.loop as train_mod
