@@ -183,7 +183,7 @@ class TrainConfig:
         " distractor at the last check; below 1 the steps go to the items that lag (one title of "
         "several, the prompts where it holds on)")
     pair_shared_answers: bool = setting(
-        True,
+        False,
         "for every forget item of a step whose answer a retain item also has (the same film's "
         "director answering for his other films), the retain batch adds one such retain item "
         "(drawn in turn): the answer pushed down in the concept's context is held in the "
