@@ -32,6 +32,24 @@ def test_others_kl_ignores_the_answer_logit_and_is_zero_at_the_base():
     assert float(others_kl_loss(shifted, answer, target)) == pytest.approx(expected, abs=1e-6)
 
 
+def test_others_kl_with_several_blocked_tokens_ignores_all_of_them():
+    """Blocking tokens 0 and 1 of a position: their logits do not move the term; the target is
+    the base's rest renormalised (here token 2 and 3: 0.25 / 0.75)."""
+    from aglora.pipeline.train.objectives import others_kl_loss
+    from aglora.pipeline.train.reference import blocked_distribution, mask_from_lists
+    base = torch.log(torch.tensor([[0.4, 0.4, 0.05, 0.15]]))
+    blocked = mask_from_lists([[0, 1]], 4)
+    target = blocked_distribution(base, blocked)
+    assert target.tolist()[0] == pytest.approx([0.0, 0.0, 0.25, 0.75])
+    moved = base.clone()
+    moved[0, 0] -= 5.0
+    moved[0, 1] += 2.0
+    assert float(others_kl_loss(moved, blocked, target)) == pytest.approx(0.0, abs=1e-6)
+    one = blocked_distribution(base, torch.tensor([0]))   # one id per position, as before
+    assert one.tolist()[0] == pytest.approx([0.0, 0.4 / 0.6, 0.05 / 0.6, 0.15 / 0.6])
+    assert float(others_kl_loss(moved, torch.tensor([0]), one)) > 0.1   # token 1 moved
+
+
 def test_others_kl_term_in_training(tok):
     """Step 1 scores the base model, where the term is 0: the logged forget loss is NPO's
     log 4 (= -(2/beta) log sigmoid(0) at beta 1); with the term, other tokens at the answer

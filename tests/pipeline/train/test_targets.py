@@ -60,3 +60,26 @@ def test_training_and_evaluation_share_the_chat_template(tok):
     template_start = tok("<|im_start|>system", add_special_tokens=False)["input_ids"]
     assert ctx_ids[: len(template_start)] == template_start
     assert generation_context(tok, probe).startswith("<|im_start|>system")
+
+
+def test_pushed_tokens_join_answers_after_the_same_context(tok):
+    """Two titles after one list prompt (leading "The" skipped) share their context up to the
+    first token where they differ: there each item's set holds both tokens; from then on the
+    contexts differ and each holds its own. An item with another prompt holds its own only."""
+    from aglora.model.forward import next_token_ids
+    from aglora.pipeline.train.targets import pushed_tokens
+    prompt, prefix = "Recommend films.", "Here are films:\n\n1."
+    items = [Probe(prompt=prompt, prefix=prefix, answer="The Matrix"),
+             Probe(prompt=prompt, prefix=prefix, answer="The Dark Knight"),
+             Probe(prompt="Another question?", prefix=prefix, answer="The Matrix")]
+    sets = pushed_tokens(tok, items, ["The"])
+    own = [next_token_ids(b, b.target_mask).tolist()
+           for b in (answer_batch(tok, [p], ["The"]) for p in items)]
+    assert [len(s) for s in sets] == [len(o) for o in own]
+    for item_sets, item_own in zip(sets, own, strict=True):
+        assert all(t in s for s, t in zip(item_sets, item_own, strict=False))
+    split = next(j for j, (a, b) in enumerate(zip(own[0], own[1], strict=False)) if a != b)
+    assert sets[0][split] == sets[1][split] == sorted({own[0][split], own[1][split]})
+    assert all(s == [t] for j, (s, t) in enumerate(zip(sets[0], own[0], strict=True))
+               if j != split)
+    assert all(s == [t] for s, t in zip(sets[2], own[2], strict=True))

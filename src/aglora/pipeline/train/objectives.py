@@ -5,7 +5,8 @@ the training loop optimises by default (`train.forget_objective` + `train.retain
 
     loss = forget term on the answers (npo | grad_ascent | none)
            [+ forget_name_weight * name misdirection at the concept's name tokens]
-           [+ forget_others_kl * KL at the answer tokens, all tokens but the answer's]
+           [+ forget_others_kl * KL at the answer tokens, all tokens but those a forget
+              answer puts there after the same context]
            [+ response_weight * NLL of the replacement (forget_response refuse | alternative)]
            + retain_weight * (retain term (kl | nll | kl+nll | none)
                               [+ refusal_contrast * NPO on a refusal after the retain
@@ -41,13 +42,23 @@ from aglora.errors import AgloraError
 from aglora.model.forward import (
     logits_at,
     logits_at_each,
-    next_token_ids,
     target_logprobs_from_logits,
 )
 from aglora.model.tokens import Batch, encode
 from aglora.pipeline.train.misdirect import NameMisdirection
-from aglora.pipeline.train.reference import base_answer_side, base_view, cached_base_logits
-from aglora.pipeline.train.targets import ANSWER_OBJECTIVES, answer_batch, response_batch
+from aglora.pipeline.train.reference import (
+    base_answer_side,
+    base_view,
+    blocked_mask,
+    cached_base_logits,
+    mask_from_lists,
+)
+from aglora.pipeline.train.targets import (
+    ANSWER_OBJECTIVES,
+    answer_batch,
+    pushed_tokens,
+    response_batch,
+)
 
 
 def npo_loss(logp: torch.Tensor, ref: torch.Tensor, beta: float,
@@ -78,16 +89,18 @@ def kl_base_model(logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tens
     return (base_logp.exp() * (base_logp - logp)).sum(-1).mean()
 
 
-def others_kl_loss(logits: torch.Tensor, answer_ids: torch.Tensor,
+def others_kl_loss(logits: torch.Tensor, blocked: torch.Tensor,
                    target: torch.Tensor) -> torch.Tensor:
-    """KL(target || model without the answer token), averaged over positions.
+    """KL(target || model without the blocked tokens), averaged over positions.
 
-    Both distributions leave out each position's answer token and are renormalised, so the term
-    does not depend on the answer's own logit: it keeps what else the model would say there
-    (the base model's `target`, from `blocked_distribution`) while a forget term lowers the
-    answer. logits, target [n_positions, vocab]; answer_ids [n_positions].
+    Both distributions leave out each position's blocked tokens (its answer token, and the
+    tokens other forget answers put after the same context) and are renormalised, so the term
+    does not depend on those logits: it keeps what else the model would say there (the base
+    model's `target`, from `blocked_distribution`) while the forget term lowers the answers.
+    logits, target [n_positions, vocab]; blocked [n_positions] (the answer token ids) or
+    [n_positions, vocab] bool.
     """
-    masked = logits.float().scatter(-1, answer_ids[:, None], -1e9)
+    masked = logits.float().masked_fill(blocked_mask(blocked, logits.shape[-1]), -1e9)
     logq = torch.log_softmax(masked, -1)
     return (torch.xlogy(target, target) - target * logq).sum(-1).mean()
 
@@ -154,8 +167,11 @@ class AnswerObjective:
         self.retain_weight = cfg.retain_weight
         self.uses_retain = bool(retain) and cfg.retain_objective != "none"
         self.others = cfg.forget_others_kl > 0 and cfg.forget_objective in ANSWER_OBJECTIVES
+        # per item, per answer token: what the others-KL term leaves out there
+        self.blocked_ids = (pushed_tokens(tok, forget, cfg.forget_skip_leading) if self.others
+                            else None)
         self.ref_logp, self.blocked = base_answer_side(
-            model, tok, forget, cfg, reference, cfg.forget_objective == "npo", self.others)
+            model, tok, forget, cfg, reference, cfg.forget_objective == "npo", self.blocked_ids)
         self.base_logits = (cached_base_logits(model, tok, retain, cfg.batch_size, reference)
                             if "kl" in cfg.retain_objective else None)
         self.contrast = (cfg.forget_response == "refuse" and cfg.refusal_contrast > 0
@@ -185,8 +201,10 @@ class AnswerObjective:
                 loss = grad_ascent_loss(logp, fb.target_mask.sum(-1), weight)
             if self.others:
                 target = torch.cat([self.blocked[i] for i in f_idx]).to(device)
-                loss = loss + cfg.forget_others_kl * others_kl_loss(
-                    answer_logits, next_token_ids(fb, fb.target_mask), target)
+                blocked = mask_from_lists([ids for i in f_idx for ids in self.blocked_ids[i]],
+                                          answer_logits.shape[-1], device)
+                loss = loss + cfg.forget_others_kl * others_kl_loss(answer_logits, blocked,
+                                                                    target)
         if self.misdirect is not None:
             loss = loss + cfg.forget_name_weight * self.misdirect.loss(model, f_idx, device)
         response = response_batch(self.tok, items, cfg, self.refusals, self.alternatives, rng)

@@ -21,7 +21,6 @@ from aglora.model.adapter import adapter_disabled
 from aglora.model.forward import (
     causal_lm,
     logits_at,
-    next_token_ids,
     target_logprobs_from_logits,
 )
 from aglora.model.tokens import encode
@@ -70,12 +69,15 @@ def cached_base_logits(model: nn.Module, tok, items: list[Probe], batch_size: in
 
 @torch.no_grad()
 def base_answer_side(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
-                     reference: nn.Module | None, want_logp: bool, want_blocked: bool
+                     reference: nn.Module | None, want_logp: bool,
+                     blocked_ids: list[list[list[int]]] | None
                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The base model on the forget answers, in one pass over them: the summed answer
-    log-probability per item (NPO's reference, [n_items]; zeros unless `want_logp`) and, if
-    `want_blocked`, per item the next-token distribution at its answer tokens with the answer
-    token removed ([n_answer_i, vocab], the `forget_others_kl` term's target; kept on the CPU)."""
+    log-probability per item (NPO's reference, [n_items]; zeros unless `want_logp`) and, given
+    `blocked_ids` (per item, per answer token: the token ids to take out, `pushed_tokens`), per
+    item the next-token distribution at its answer tokens with those tokens removed
+    ([n_answer_i, vocab], the `forget_others_kl` term's target; kept on the CPU)."""
+    want_blocked = blocked_ids is not None
     ref_logp = torch.zeros(len(items))
     blocked: list[torch.Tensor] = []
     if not (want_logp or want_blocked):
@@ -88,7 +90,9 @@ def base_answer_side(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig
             logits = logits_at(ref_model, b, b.target_mask)  # [n_answer_tokens, vocab]
             ref_logp[s: s + len(chunk)] = target_logprobs_from_logits(logits, b).cpu()
             if want_blocked:
-                target = blocked_distribution(logits, next_token_ids(b, b.target_mask)).cpu()
+                rows = [ids for i in range(s, s + len(chunk)) for ids in blocked_ids[i]]
+                target = blocked_distribution(
+                    logits, mask_from_lists(rows, logits.shape[-1], logits.device)).cpu()
                 blocked += list(target.split([int(c) for c in b.target_mask.sum(-1)]))
     return ref_logp, blocked
 
@@ -98,12 +102,31 @@ def _causal_lm_vocab(model: nn.Module) -> int:
     return lm.get_output_embeddings().weight.shape[0]
 
 
-def blocked_distribution(base_logits: torch.Tensor, blocked_ids: torch.Tensor) -> torch.Tensor:
-    """The base model's next-token distribution with the blocked token of each position taken
+def blocked_mask(blocked: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[n_positions, vocab] bool: the blocked tokens of each position, from one token id per
+    position ([n_positions]) or already as a mask ([n_positions, vocab], returned as is)."""
+    if blocked.dim() == 2:
+        return blocked.bool()
+    return torch.zeros(blocked.shape[0], vocab, dtype=torch.bool,
+                       device=blocked.device).scatter(-1, blocked[:, None], True)
+
+
+def mask_from_lists(ids: list[list[int]], vocab: int,
+                    device: torch.device | None = None) -> torch.Tensor:
+    """[len(ids), vocab] bool with row i true at the token ids of `ids[i]`."""
+    mask = torch.zeros(len(ids), vocab, dtype=torch.bool, device=device)
+    for i, row in enumerate(ids):
+        mask[i, row] = True
+    return mask
+
+
+def blocked_distribution(base_logits: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+    """The base model's next-token distribution with the blocked tokens of each position taken
     out and the rest renormalised: what a decode-time blocklist samples from.
 
-    base_logits [n_positions, vocab], blocked_ids [n_positions] -> [n_positions, vocab].
+    base_logits [n_positions, vocab]; blocked [n_positions] (one token id each) or
+    [n_positions, vocab] bool -> [n_positions, vocab].
     """
     p = torch.softmax(base_logits.float(), -1)
-    p = p.scatter(-1, blocked_ids[:, None], 0.0)
+    p = p.masked_fill(blocked_mask(blocked, p.shape[-1]), 0.0)
     return p / p.sum(-1, keepdim=True)

@@ -43,6 +43,24 @@ def answer_batch(tok, items: list[Probe], skip_leading: list[str]) -> Batch:
     return encode(tok, items, targets, contexts=contexts)
 
 
+def pushed_tokens(tok, items: list[Probe], skip_leading: list[str]) -> list[list[list[int]]]:
+    """Per item, per answer-token position of its `answer_batch` row: every token that some
+    item's answer puts at that position after the same context (the same token prefix), its own
+    included, sorted. Items that share a prompt and differ in the answer (a ban's titles after
+    one list prompt: " Matrix" and " Dark" after "1. The") block each other's token there."""
+    rows: list[list[tuple[tuple[int, ...], int]]] = []   # per item: (prefix, next token)
+    at: dict[tuple[int, ...], set[int]] = {}
+    for p in items:
+        b = answer_batch(tok, [p], skip_leading)
+        ids = b.input_ids[0].tolist()
+        row = [(tuple(ids[: j + 1]), ids[j + 1])
+               for j in b.target_mask[0].nonzero()[:, 0].tolist()]
+        for prefix, nxt in row:
+            at.setdefault(prefix, set()).add(nxt)
+        rows.append(row)
+    return [[sorted(at[prefix]) for prefix, _ in row] for row in rows]
+
+
 def response_batch(tok, items: list[Probe], cfg: TrainConfig, refusals: list[str],
                    alternatives: list[str], rng: random.Random) -> tuple[Batch, list[int]] | None:
     """The replacement answers of `train.forget_response` for forget items, with the positions
