@@ -143,8 +143,9 @@ class TrainConfig:
     forget_others_kl: float = setting(
         0.0,
         "weight of a term that keeps, at the forget answer's tokens, the base model's distribution"
-        " over all other tokens (npo / grad_ascent): the answer is lowered without moving what "
-        "else the model would say there")
+        " over the other tokens, those no forget answer puts there after the same context (npo /"
+        " grad_ascent): the answers are lowered without moving what else the model would say "
+        "there")
     forget_skip_leading: list[str] = setting(
         [],
         "leading words of a forget answer that NPO and gradient ascent leave out of the "

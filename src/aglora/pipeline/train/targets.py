@@ -1,7 +1,9 @@
 """What a training step scores on the forget items: the concept answer, or a replacement.
 
 `answer_batch` encodes the answers NPO and gradient ascent push down; leading words listed in
-`train.forget_skip_leading` move into the context (seen, not pushed). `response_batch` encodes
+`train.forget_skip_leading` move into the context (seen, not pushed); `pushed_tokens` says, per
+answer token, which tokens any forget answer puts there after the same context (what the
+others-KL term leaves out). `response_batch` encodes
 what `train.forget_response` teaches in their place: a refusal (after the chat template's
 assistant prefix) or an alternative answer.
 """
