@@ -17,3 +17,12 @@ def test_a_ban_saved_before_a_recommend_setting_existed_reopens():
     moved = {**now, "recommend": {**now["recommend"], "forget_distractor_quantile": 0.7}}
     assert not same_ban(old, moved)
     assert not same_ban({**old, "items": ["Alien"]}, now)
+
+
+def test_ban_mask_is_k_per_title_unless_mask_k_is_given():
+    from aglora.recommend.ban import ban_mask_k
+    from aglora.recommend.settings import RecConfig
+    assert ban_mask_k(64, 1, RecConfig(), []) == 64
+    assert ban_mask_k(64, 3, RecConfig(), ["train.lr=0.01"]) == 192
+    assert ban_mask_k(100, 3, RecConfig(), ["mask.k=100"]) == 100        # the caller's, in all
+    assert ban_mask_k(64, 3, RecConfig(mask_per_title=False), []) == 64

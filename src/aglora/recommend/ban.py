@@ -51,6 +51,13 @@ def same_ban(stored: dict, meta: dict) -> bool:
     return stored == meta
 
 
+def ban_mask_k(k: int, n_titles: int, rec: RecConfig, run_overrides: list[str]) -> int:
+    """The ban's mask size: `k` per title (`recommend.mask_per_title`), unless the caller set
+    mask.k itself (then that is the whole mask)."""
+    given = any(o.split("=", 1)[0].strip() == "mask.k" for o in run_overrides)
+    return k if given or not rec.mask_per_title else k * n_titles
+
+
 def run_ban(items: list[str], out: Path, catalog_path: str | None = None,
             model: str | None = None, overrides: list[str] | None = None, force: bool = False,
             combine_with: Path | None = None, items_file: str | Path | None = None) -> dict:
@@ -72,6 +79,7 @@ def run_ban(items: list[str], out: Path, catalog_path: str | None = None,
         run_overrides = [f"model.name_or_path={model}", *run_overrides]
     out = Path(out)
     cfg = load_config(BAN_CONFIG, run_overrides)
+    cfg.mask.k = ban_mask_k(cfg.mask.k, len(movies), rec, run_overrides)
     cfg.name = "ban-" + _slug(movies)
     cfg.concept = str((out / "ban" / "concept.yaml").resolve())
     meta = _ban_meta(catalog, movies, rec)

@@ -47,6 +47,11 @@ class RecConfig:
         "retain items (family protected) for the N titles the base model lists most often on the "
         "training prompts, one per prompt in turn as the list's first item")
     seed_gen: int = setting(0, "seed of the sampled generations")
+    mask_per_title: bool = setting(
+        True,
+        "the run config's mask.k counts neurons per banned title: the ban's mask holds k x the "
+        "number of titles (each title gets room of its own); a mask.k given with --set is the "
+        "whole mask's")
 
     def __post_init__(self) -> None:
         for name in ("n_train_prompts", "n_eval_prompts", "n_rank_prompts", "max_new_tokens",
