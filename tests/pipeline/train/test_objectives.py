@@ -17,9 +17,9 @@ from tests.tiny import make_model
 
 def test_others_kl_ignores_the_answer_logit_and_is_zero_at_the_base():
     from aglora.pipeline.train.objectives import others_kl_loss
-    from aglora.pipeline.train.reference import blocked_distribution
+    from aglora.pipeline.train.reference import blocked_distribution, mask_from_lists
     base = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]))
-    answer = torch.tensor([0, 1])
+    answer = mask_from_lists([[0], [1]], 3)
     target = blocked_distribution(base, answer)
     assert float(others_kl_loss(base, answer, target)) == pytest.approx(0.0, abs=1e-6)
     lowered = base.clone()
@@ -45,9 +45,10 @@ def test_others_kl_with_several_blocked_tokens_ignores_all_of_them():
     moved[0, 0] -= 5.0
     moved[0, 1] += 2.0
     assert float(others_kl_loss(moved, blocked, target)) == pytest.approx(0.0, abs=1e-6)
-    one = blocked_distribution(base, torch.tensor([0]))   # one id per position, as before
+    only_0 = mask_from_lists([[0]], 4)                     # token 0 alone blocked
+    one = blocked_distribution(base, only_0)
     assert one.tolist()[0] == pytest.approx([0.0, 0.4 / 0.6, 0.05 / 0.6, 0.15 / 0.6])
-    assert float(others_kl_loss(moved, torch.tensor([0]), one)) > 0.1   # token 1 moved
+    assert float(others_kl_loss(moved, only_0, one)) > 0.1   # token 1 moved
 
 
 def test_others_kl_term_in_training(tok):
@@ -59,16 +60,19 @@ def test_others_kl_term_in_training(tok):
     from aglora.model.forward import logits_at, next_token_ids
     from aglora.pipeline.train.loop import train
     from aglora.pipeline.train.objectives import others_kl_loss
-    from aglora.pipeline.train.reference import blocked_distribution
+    from aglora.pipeline.train.reference import blocked_distribution, mask_from_lists
     forget = [Probe(prompt="Tell me a fact.", prefix="Fact:", answer="The capital of France")]
     batch = answer_batch(tok, forget, ["The"])
     drift = {}
     for weight in (0.0, 10.0):
         model = make_model(seed=1)
         pm = attach_lora(model, None, LoraConfig(rank=4, masked=False))
-        answer = next_token_ids(batch, batch.target_mask)
         with torch.no_grad():
-            target = blocked_distribution(logits_at(pm, batch, batch.target_mask), answer)
+            base_logits = logits_at(pm, batch, batch.target_mask)  # [n_answer_tokens, vocab]
+            answer = mask_from_lists(
+                [[t] for t in next_token_ids(batch, batch.target_mask).tolist()],
+                base_logits.shape[-1])
+            target = blocked_distribution(base_logits, answer)
         cfg = TrainConfig(forget_objective="npo", npo_beta=1.0, forget_others_kl=weight,
                           forget_skip_leading=["The"], lr=5e-2, max_steps=6, min_steps=6,
                           batch_size=1, check_every=10**6)

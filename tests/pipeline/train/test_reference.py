@@ -50,7 +50,7 @@ def test_cached_base_logits_split_per_item(tok):
 
 
 def test_blocked_distribution_by_hand():
-    from aglora.pipeline.train.reference import blocked_distribution
+    from aglora.pipeline.train.reference import blocked_distribution, mask_from_lists
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]))
-    target = blocked_distribution(logits, torch.tensor([0, 1]))
+    target = blocked_distribution(logits, mask_from_lists([[0], [1]], 3))
     torch.testing.assert_close(target, torch.tensor([[0.0, 0.5, 0.5], [0.25, 0.0, 0.75]]))

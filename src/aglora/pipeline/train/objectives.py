@@ -49,7 +49,6 @@ from aglora.pipeline.train.misdirect import NameMisdirection
 from aglora.pipeline.train.reference import (
     base_answer_side,
     base_view,
-    blocked_mask,
     cached_base_logits,
     mask_from_lists,
 )
@@ -97,10 +96,9 @@ def others_kl_loss(logits: torch.Tensor, blocked: torch.Tensor,
     tokens other forget answers put after the same context) and are renormalised, so the term
     does not depend on those logits: it keeps what else the model would say there (the base
     model's `target`, from `blocked_distribution`) while the forget term lowers the answers.
-    logits, target [n_positions, vocab]; blocked [n_positions] (the answer token ids) or
-    [n_positions, vocab] bool.
+    logits, target [n_positions, vocab]; blocked [n_positions, vocab] bool (`mask_from_lists`).
     """
-    masked = logits.float().masked_fill(blocked_mask(blocked, logits.shape[-1]), -1e9)
+    masked = logits.float().masked_fill(blocked, -1e9)
     logq = torch.log_softmax(masked, -1)
     return (torch.xlogy(target, target) - target * logq).sum(-1).mean()
 

@@ -102,15 +102,6 @@ def _causal_lm_vocab(model: nn.Module) -> int:
     return lm.get_output_embeddings().weight.shape[0]
 
 
-def blocked_mask(blocked: torch.Tensor, vocab: int) -> torch.Tensor:
-    """[n_positions, vocab] bool: the blocked tokens of each position, from one token id per
-    position ([n_positions]) or already as a mask ([n_positions, vocab], returned as is)."""
-    if blocked.dim() == 2:
-        return blocked.bool()
-    return torch.zeros(blocked.shape[0], vocab, dtype=torch.bool,
-                       device=blocked.device).scatter(-1, blocked[:, None], True)
-
-
 def mask_from_lists(ids: list[list[int]], vocab: int,
                     device: torch.device | None = None) -> torch.Tensor:
     """[len(ids), vocab] bool with row i true at the token ids of `ids[i]`."""
@@ -124,9 +115,9 @@ def blocked_distribution(base_logits: torch.Tensor, blocked: torch.Tensor) -> to
     """The base model's next-token distribution with the blocked tokens of each position taken
     out and the rest renormalised: what a decode-time blocklist samples from.
 
-    base_logits [n_positions, vocab]; blocked [n_positions] (one token id each) or
-    [n_positions, vocab] bool -> [n_positions, vocab].
+    base_logits [n_positions, vocab], blocked [n_positions, vocab] bool (`mask_from_lists`)
+    -> [n_positions, vocab].
     """
     p = torch.softmax(base_logits.float(), -1)
-    p = p.masked_fill(blocked_mask(blocked, p.shape[-1]), 0.0)
+    p = p.masked_fill(blocked, 0.0)
     return p / p.sum(-1, keepdim=True)
