@@ -123,3 +123,78 @@ def test_no_shared_prefix_under_gradient_checkpointing(tok, monkeypatch):
     monkeypatch.setattr(forward_mod, "shared_prefix_length", must_not_run)
     hidden = forward_mod.decoder_hidden(decoder, batch)
     assert hidden.shape[:2] == batch.input_ids.shape
+
+
+# ---- groups of rows that share more than the batch's prefix (a ban's titles per prompt) -------
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    # S = 9 9 9 9 in every row; two prompts (five more tokens each), two answers each
+    ([[9, 9, 9, 9, 1, 2, 3, 4, 5, 6], [9, 9, 9, 9, 1, 2, 3, 4, 5, 7, 8],
+      [9, 9, 9, 9, 3, 3, 3, 3, 3, 6], [9, 9, 9, 9, 3, 3, 3, 3, 3, 5]],
+     ([9, 9, 9, 9], [0, 0, 3, 3])),  # a group's prefix is held by its first row in sorted order
+    # nothing shared past S: every row keeps S
+    ([[9, 9, 9, 9, 1, 2], [9, 9, 9, 9, 3, 4], [9, 9, 9, 9, 5, 6]], ([4, 4, 4], [0, 0, 0])),
+    # no S: a row in no group is its own prefix (all but its last token)
+    ([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7], [8, 8, 8]], ([5, 5, 2], [0, 0, 2])),
+])
+def test_prefix_groups(rows, expected):
+    from aglora.model.forward import prefix_groups
+    assert prefix_groups(_batch(rows)) == expected
+
+
+def test_prefix_groups_stop_where_the_prefix_would_halve():
+    """A row that shares only a short stretch with a group does not join and shrink it."""
+    from aglora.model.forward import prefix_groups
+    long = list(range(10, 30))
+    rows = [[9, 9, 9, 9, *long, 1], [9, 9, 9, 9, *long, 2], [9, 9, 9, 9, *long[:5], 3, 4]]
+    prefix, source = prefix_groups(_batch(rows))
+    assert prefix[:2] == [24, 24] and source[0] == source[1]
+    assert (prefix[2], source[2]) == (9, 0)  # keeps S, the nine tokens every row starts with
+
+
+def test_grouped_prefix_logits_and_lora_gradients_match_plain_path(tok):
+    """Rows in two groups (two prompts, three answers each, as in a ban of three titles) and a
+    row of its own: logits at every real position and LoRA gradients equal the plain path."""
+    from aglora.config import LoraConfig
+    from aglora.model.adapter import attach_lora, trainable_parameters
+    from aglora.model.forward import decoder_hidden, logits_at, prefix_groups
+    from aglora.model.neurons import NeuronMask
+    from tests.tiny import make_model
+
+    prompts = ["Recommend me three films for a rainy evening, please.",
+               "Which film should I watch with my grandmother on Sunday?"]
+    answers = ["The Matrix", "The Dark Knight", "Star Wars"]
+    probes = [Probe(prompt=q, answer=a) for q in prompts for a in answers]
+    probes.append(Probe(prompt="Name one river.", answer="The Nile"))
+    batch = encode(tok, probes, [p.answer for p in probes])
+    prefix, source = prefix_groups(batch)
+    assert len(set(zip(prefix[:3], source[:3], strict=True))) == 1  # first prompt: one group
+    assert len(set(zip(prefix, source, strict=True))) == 3  # two groups and the lone row
+    torch.manual_seed(0)
+    pm = attach_lora(make_model(), NeuronMask(torch.ones(3, 48), [0, 1, 2]), LoraConfig(rank=4))
+    for name, p in pm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    params = trainable_parameters(pm)
+    pm.train()
+    calls = []
+    decoder = pm.get_base_model().get_decoder()
+    hook = decoder.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape),
+                                             with_kwargs=True)
+    results = []
+    for share in (True, False):
+        calls.clear()
+        logits = logits_at(pm, batch, batch.attention_mask, share_prefix=share)  # [n, vocab]
+        loss = torch.log_softmax(logits, -1)[:, :7].sum()
+        results.append((logits.detach(), torch.autograd.grad(loss, params), len(calls)))
+    hook.remove()
+    (g_logits, g_grads, g_calls), (p_logits, p_grads, p_calls) = results
+    assert (g_calls, p_calls) == (2, 1)  # the grouped path really ran: prefixes, then own tokens
+    torch.testing.assert_close(g_logits, p_logits, atol=1e-5, rtol=1e-5)
+    assert any(float(g.abs().max()) > 0 for g in p_grads)
+    for a, b in zip(g_grads, p_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        hidden = decoder_hidden(decoder, batch)
+    assert hidden.shape == (*batch.input_ids.shape, hidden.shape[-1])

@@ -18,6 +18,7 @@ whether a batch has a shared prefix depends on its rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,6 +34,7 @@ def causal_lm(model: nn.Module) -> nn.Module:
 
 
 MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a second decoder call
+SHARED_PATH_SHARE = 0.9  # the prefix path only where it runs under this share of the tokens
 _PREFIX_SHARING = [True]  # set by `prefix_sharing`
 
 
@@ -59,27 +61,116 @@ def shared_prefix_length(batch: Batch) -> int:
     return int(differs[0, 0]) if len(differs) else limit
 
 
+def _common(a: list[int], b: list[int], limit: int) -> int:
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def prefix_groups(batch: Batch) -> tuple[list[int], list[int]]:
+    """(prefix length per row, the row whose tokens hold it) for a right-padded batch.
+
+    Every row starts with the batch's common prefix S (`shared_prefix_length`). Rows that share
+    more than that (a ban's items: one list prompt, one row per banned title) can run their
+    common prefix once. The rows are sorted, so rows that share a prefix are neighbours, and cut
+    into runs of neighbours (dynamic programming) to run the fewest tokens: a run of several
+    rows costs its common prefix once plus each row's tokens after it, and counts as a group
+    only if that prefix reaches `MIN_SHARED_PREFIX` tokens past S (each row keeps one token of
+    its own); a row alone keeps S, or, where S is under `MIN_SHARED_PREFIX`, is its own prefix
+    (all its tokens but the last). Rows with the same (prefix length, source row) run that
+    prefix once.
+    """
+    n_rows = batch.input_ids.shape[0]
+    shared = shared_prefix_length(batch)
+    base = shared if shared >= MIN_SHARED_PREFIX else 0  # tokens every row gets for free
+    lengths = batch.attention_mask.sum(-1).tolist()
+    rows = [batch.input_ids[b, : lengths[b]].tolist() for b in range(n_rows)]
+    order = sorted(range(n_rows), key=lambda b: rows[b])
+    adjacent = [0] + [_common(rows[a], rows[b], min(lengths[a], lengths[b]) - 1)
+                      for a, b in zip(order, order[1:], strict=False)]  # with the previous row
+    best = [0.0] + [math.inf] * n_rows  # best[j]: fewest tokens for order[:j]
+    cut: list[tuple[int, int]] = [(0, 0)] * (n_rows + 1)  # (segment start, its prefix; 0 alone)
+    for j in range(1, n_rows + 1):
+        for i in range(j - 1, -1, -1):
+            if j - i == 1:
+                cost, length = lengths[order[i]] - base, 0
+            else:
+                length = min(adjacent[i + 1: j])
+                if length - shared < MIN_SHARED_PREFIX:
+                    break  # a longer run shares no more
+                cost = length - base + sum(lengths[b] - length for b in order[i:j])
+            if best[i] + cost < best[j]:
+                best[j], cut[j] = best[i] + cost, (i, length)
+    prefix = [shared if base else n - 1 for n in lengths]
+    source = [0 if base else b for b in range(n_rows)]
+    j = n_rows
+    while j > 0:
+        i, length = cut[j]
+        if length:
+            for b in order[i:j]:
+                prefix[b], source[b] = length, order[i]
+        j = i
+    return prefix, source
+
+
 def decoder_hidden(decoder: nn.Module, batch: Batch, share_prefix: bool = True) -> torch.Tensor:
-    """Last hidden states [batch, seq, d_model] of a right-padded batch (shared prefix once)."""
+    """Last hidden states [batch, seq, d_model] of a right-padded batch, each group of rows'
+    shared prefix run once (`prefix_groups`)."""
     n_rows, width = batch.input_ids.shape
     # Gradient checkpointing turns the cache off in training: the rows would lose the prefix.
     checkpointing = decoder.training and getattr(decoder, "gradient_checkpointing", False)
-    on = share_prefix and _PREFIX_SHARING[0] and not checkpointing
-    shared = shared_prefix_length(batch) if on else 0
-    if shared < MIN_SHARED_PREFIX:
+    on = share_prefix and _PREFIX_SHARING[0] and not checkpointing and n_rows > 1
+    prefix, source = prefix_groups(batch) if on else ([0] * n_rows, list(range(n_rows)))
+    runs = sorted(set(zip(prefix, source, strict=True)))  # distinct prefixes, run once each
+    lengths = batch.attention_mask.sum(-1).tolist()
+    own_width = max(n - p for n, p in zip(lengths, prefix, strict=True))
+    shared_tokens = len(runs) * max(prefix) + n_rows * own_width
+    if min(prefix) < 1 or shared_tokens > SHARED_PATH_SHARE * n_rows * width:
         return decoder(input_ids=batch.input_ids,
                        attention_mask=batch.attention_mask).last_hidden_state
+    return _grouped_hidden(decoder, batch, prefix, source, runs, own_width)
+
+
+def _grouped_hidden(decoder: nn.Module, batch: Batch, prefix: list[int], source: list[int],
+                    runs: list[tuple[int, int]], own_width: int) -> torch.Tensor:
+    """`decoder_hidden` through distinct prefixes: one pass over the prefixes (right-padded),
+    their keys and values picked for each row, one pass over each row's own tokens after its
+    prefix (positions go on from the prefix's end); gradients flow through the prefixes."""
     from transformers import DynamicCache
 
+    ids, mask = batch.input_ids, batch.attention_mask
+    device = ids.device
+    n_rows, width = ids.shape
+    p_width = max(p for p, _ in runs)
+    run_of = {r: i for i, r in enumerate(runs)}
+    row_run = torch.tensor([run_of[r] for r in zip(prefix, source, strict=True)], device=device)
+    p_ids = torch.stack([ids[s, :p_width] for _, s in runs])  # [R, Pw]
+    cols = torch.arange(p_width, device=device)[None]  # [1, Pw]
+    p_mask = (cols < torch.tensor([p for p, _ in runs], device=device)[:, None]).long()  # [R, Pw]
     cache = DynamicCache()
-    positions = torch.arange(width, device=batch.input_ids.device)[None]  # [1, seq]
-    prefix = decoder(input_ids=batch.input_ids[:1, :shared], position_ids=positions[:, :shared],
-                     cache=cache, use_cache=True).last_hidden_state  # [1, P, d_model]
-    cache.batch_repeat_interleave(n_rows)
-    own = decoder(input_ids=batch.input_ids[:, shared:], attention_mask=batch.attention_mask,
-                  position_ids=positions[:, shared:].expand(n_rows, -1), cache=cache,
-                  use_cache=True).last_hidden_state  # [batch, seq - P, d_model]
-    return torch.cat([prefix.expand(n_rows, -1, -1), own], 1)
+    p_hidden = decoder(input_ids=p_ids, attention_mask=p_mask,
+                       position_ids=cols.expand(len(runs), -1), cache=cache,
+                       use_cache=True).last_hidden_state  # [R, Pw, d_model]
+    cache.batch_select_indices(row_run)
+    starts = torch.tensor(prefix, device=device)  # [batch]
+    own_cols = starts[:, None] + torch.arange(own_width, device=device)[None]  # [batch, Wo]
+    inside = own_cols < width
+    own_ids = torch.where(inside, ids.gather(1, own_cols.clamp_max(width - 1)), 0)
+    own_mask = torch.where(inside, mask.gather(1, own_cols.clamp_max(width - 1)), 0)
+    o_hidden = decoder(input_ids=own_ids,
+                       attention_mask=torch.cat([p_mask[row_run], own_mask], 1),
+                       position_ids=own_cols, cache=cache,
+                       use_cache=True).last_hidden_state  # [batch, Wo, d_model]
+    # Each (row, column) of the batch from the prefix pass (column < its prefix) or its own pass.
+    d_model = p_hidden.shape[-1]
+    source_rows = torch.cat([p_hidden.reshape(-1, d_model), o_hidden.reshape(-1, d_model)])
+    col = torch.arange(width, device=device)[None]  # [1, seq]
+    from_prefix = row_run[:, None] * p_width + col.clamp_max(p_width - 1)  # [batch, seq]
+    from_own = (len(runs) * p_width + torch.arange(n_rows, device=device)[:, None] * own_width
+                + (col - starts[:, None]).clamp(0, own_width - 1))
+    index = torch.where(col < starts[:, None], from_prefix, from_own)  # [batch, seq]
+    return source_rows[index.reshape(-1)].reshape(n_rows, width, d_model)
 
 
 def logits_at(model: nn.Module, batch: Batch, positions: torch.Tensor,

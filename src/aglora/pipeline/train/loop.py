@@ -1,10 +1,11 @@
 """The one training loop: seeded batches, one optimiser step each, early stopping.
 
-Each step draws a forget batch and (when the objective uses one) a retain batch from seeded
-shuffles (with `train.pair_shared_answers`, one more retain item for each forget item of the
-step whose answer a retain item shares: `RetainDraw`), asks the objective for
-`forget + retain_weight * retain`, and steps AdamW on the given parameters (default: the LoRA
-parameters of a peft model). The objective is
+Each step draws a forget batch (`batch_size` items, or with `train.batch_by_context`
+`batch_size` contexts with every item on each: `ContextCycler`) and (when the objective uses
+one) a retain batch from seeded shuffles (with `train.pair_shared_answers`, one more retain
+item for each forget item of the step whose answer a retain item shares: `RetainDraw`), asks
+the objective for `forget + retain_weight * retain`, and steps AdamW on the given parameters
+(default: the LoRA parameters of a peft model). The objective is
 `objectives.AnswerObjective` built from the run config unless a method passes its own (RMU).
 
 Every `check_every` steps the forget items are scored by likelihood choice (`stopping`; a
@@ -107,6 +108,32 @@ class Cycler:
                 self.rng.shuffle(self.pool)
             out.append(self.pool.pop())
         return out
+
+
+class ContextCycler:
+    """Endless seeded shuffled batches of whole contexts: `batch` contexts (format, prompt,
+    prefix) per draw, with every item on each (all items, or those set by `restrict`)."""
+
+    def __init__(self, items: list[Probe], batch: int, rng: random.Random) -> None:
+        index: dict[tuple[str, str, str], int] = {}
+        self.members: list[list[int]] = []  # per context: its items
+        for i, p in enumerate(items):
+            key = (p.format, p.prompt, p.prefix)
+            if key not in index:
+                index[key] = len(self.members)
+                self.members.append([])
+            self.members[index[key]].append(i)
+        self.active = [list(m) for m in self.members]
+        self.cycle = Cycler(len(self.members), batch, rng)
+
+    def restrict(self, ids: list[int]) -> None:
+        """Draw only items in `ids` from now on (contexts left with none drop out)."""
+        keep = set(ids)
+        self.active = [[i for i in m if i in keep] for m in self.members]
+        self.cycle.restrict([c for c, m in enumerate(self.active) if m])
+
+    def next(self) -> list[int]:
+        return [i for c in self.cycle.next() for i in self.active[c]]
 
 
 class RetainDraw:
@@ -246,7 +273,8 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     phrases = refusals or []
     refusal_items, over_refusal_items = _refusal_check_items(cfg, forget, validation,
                                                              retain_validation)
-    f_cycle = Cycler(len(forget), cfg.batch_size, rng)
+    f_cycle = (ContextCycler(forget, cfg.batch_size, rng) if cfg.batch_by_context
+               else Cycler(len(forget), cfg.batch_size, rng))
     r_draw = (RetainDraw(forget, retain, cfg.batch_size, rng, cfg.pair_shared_answers)
               if retain else None)
     result = TrainResult()
