@@ -219,10 +219,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def _write(out: Path, rows: list[dict], skipped: dict[int, str], args) -> None:
     from aglora.runtime.artifacts import write_json, write_text
+    # every size's first measured time is kept: a later call with other --sizes reopens runs
+    walls = _read(out / "ban_scaling.json").get("wall_seconds", {})
+    walls.update({str(r["items"]): 60 * r["total_minutes"] for r in rows
+                  if str(r["items"]) not in walls})
     write_json(out / "ban_scaling.json", {
         "sizes": args.sizes, "overrides": args.overrides, "rows": rows,
-        "skipped": {str(k): v for k, v in skipped.items()},
-        "wall_seconds": {str(r["items"]): 60 * r["total_minutes"] for r in rows}})
+        "skipped": {str(k): v for k, v in skipped.items()}, "wall_seconds": walls})
     write_text(out / "ban_scaling.md", table(rows, skipped) + "\n")
     if rows:
         figure(rows, out / "ban_scaling.png")

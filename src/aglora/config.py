@@ -191,10 +191,10 @@ class TrainConfig:
         "neighbours' in the same step, however few retain items share it")
     batch_by_context: bool = setting(
         False,
-        "the forget batch of a step is batch_size contexts (prompt and prefix) with every forget "
-        "item on each: the items of a ban share their list prompts (one per banned title), so "
-        "each step pushes every title down and runs each shared prompt once; off: batch_size "
-        "items")
+        "the forget batch of a step is whole contexts (prompt and prefix) with every forget item "
+        "on each, drawn until it holds batch_size items per answer: a ban's titles share their "
+        "list prompts, so each step pushes every title down and runs each shared prompt once; "
+        "off: batch_size items")
     check_every: int = setting(1, "steps between early-stopping checks")
     check_items_per_answer: int = setting(
         0,

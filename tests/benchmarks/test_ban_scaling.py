@@ -75,3 +75,9 @@ def test_the_benchmark_runs_two_sizes_on_a_tiny_model(tmp_path, monkeypatch, cap
     result = json.loads((out / "ban_scaling.json").read_text())
     assert [r["items"] for r in result["rows"]] == [1, 2]
     assert (out / "ban_scaling.png").is_file() and (out / "ban-2" / "report.md").is_file()
+    first = result["wall_seconds"]
+    assert set(first) == {"1", "2"} and all(v > 0 for v in first.values())
+    _module().main(["--sizes", "2", "--out", str(out), "--items-file",   # reopened, not rerun
+                    str(tmp_path / "titles.txt"), "--model", str(model_dir), "--catalog",
+                    str(catalog.source), *TINY_SETTINGS])
+    assert json.loads((out / "ban_scaling.json").read_text())["wall_seconds"] == first

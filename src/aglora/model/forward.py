@@ -8,12 +8,15 @@ Mistral-style models, whose logits are a plain linear map of the last hidden sta
 logit soft-capping or scaling would need that applied here).
 
 The rows of a batch usually start with the same tokens: the chat template's system prompt is
-about half of a short chat probe. `decoder_hidden` runs that shared prefix once (batch 1), repeats
-its keys and values across the batch and runs only each row's own tokens after it; gradients flow
-through the shared part (it is summed over the rows, as it would be). A test checks logits and
-LoRA gradients against the plain path. `prefix_sharing(False)` turns that pass off for a while:
-under FSDP (`aglora.pipeline.train.shares`) every process must make the same layer calls, and
-whether a batch has a shared prefix depends on its rows.
+about half of a short chat probe, and a ban's forget items repeat each list prompt once per
+banned title. `decoder_hidden` runs each shared prefix once: the rows are grouped by the
+prefix they share (`prefix_groups`, the fewest tokens to run), one pass runs the distinct
+prefixes, their keys and values are picked for each row, and a second pass runs only each
+row's own tokens after its prefix; gradients flow through the prefixes (summed over their
+rows, as they would be). Where grouping would not save a tenth of the tokens, the plain pass
+runs. Tests check logits and LoRA gradients against the plain path. `prefix_sharing(False)`
+turns that pass off for a while: under FSDP (`aglora.pipeline.train.shares`) every process must
+make the same layer calls, and whether a batch has a shared prefix depends on its rows.
 """
 
 from __future__ import annotations

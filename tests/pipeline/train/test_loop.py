@@ -45,6 +45,34 @@ def test_cycler_restricted_to_a_subset():
     assert len(cycler.next()) == 4
 
 
+def test_context_cycler_draws_whole_contexts():
+    """Two titles on three list prompts (one item each per prompt) and one description item
+    each: a batch of 1 per answer is contexts drawn until two items are in (a prompt, or the
+    two descriptions, or one of each); a round covers each context once; a restriction to one
+    title's items halves the target and keeps only its items."""
+    import random
+
+    from aglora.pipeline.train.loop import ContextCycler
+    items = [Probe(prompt=q, prefix="1.", answer=t) for q in ("A?", "B?", "C?")
+             for t in ("Heat", "Alien")]
+    items += [Probe(prompt="Made in 1995?", answer="Heat"),
+              Probe(prompt="Made in 1979?", answer="Alien")]
+    contexts = [{0, 1}, {2, 3}, {4, 5}, {6}, {7}]
+    cycler = ContextCycler(items, 1, random.Random(0))
+    seen: list[set[int]] = []
+    while sum(len(c) for c in seen) < len(items):   # one round: every context once
+        drawn = cycler.next()
+        assert len(drawn) >= 2 and all(set(drawn) & c in (set(), c) for c in contexts)
+        assert len(drawn) <= 3 and len(set(drawn)) == len(drawn)
+        seen += [c for c in contexts if c <= set(drawn)]
+    assert sorted(i for c in seen for i in c) == list(range(len(items)))
+    cycler.restrict([1, 3, 5, 7])                     # Alien only: one item a step
+    draws = [cycler.next() for _ in range(8)]
+    assert all(len(d) == 1 for d in draws) and {d[0] for d in draws} == {1, 3, 5, 7}
+    big = ContextCycler(items, 8, random.Random(0))   # 16 wanted, 8 exist: all of them once
+    assert sorted(big.next()) == list(range(len(items)))
+
+
 def _answers(answers: list[str]) -> list[Probe]:
     return [Probe(prompt=f"Question {i}?", answer=a) for i, a in enumerate(answers)]
 

@@ -1,7 +1,7 @@
 """The one training loop: seeded batches, one optimiser step each, early stopping.
 
-Each step draws a forget batch (`batch_size` items, or with `train.batch_by_context`
-`batch_size` contexts with every item on each: `ContextCycler`) and (when the objective uses
+Each step draws a forget batch (`batch_size` items, or with `train.batch_by_context` whole
+contexts with every item on each, `batch_size` items per answer: `ContextCycler`) and (when the objective uses
 one) a retain batch from seeded shuffles (with `train.pair_shared_answers`, one more retain
 item for each forget item of the step whose answer a retain item shares: `RetainDraw`), asks
 the objective for `forget + retain_weight * retain`, and steps AdamW on the given parameters
@@ -111,8 +111,11 @@ class Cycler:
 
 
 class ContextCycler:
-    """Endless seeded shuffled batches of whole contexts: `batch` contexts (format, prompt,
-    prefix) per draw, with every item on each (all items, or those set by `restrict`)."""
+    """Endless seeded shuffled batches of whole contexts (format, prompt, prefix), each with
+    every item on it (all items, or those set by `restrict`): contexts are drawn in a shuffled
+    round until the batch holds `batch` items per distinct answer among the items drawn from,
+    so that each answer gets about `batch` items a step however the items share contexts (a
+    ban's list prompts hold one item per title, its description prompts one item)."""
 
     def __init__(self, items: list[Probe], batch: int, rng: random.Random) -> None:
         index: dict[tuple[str, str, str], int] = {}
@@ -123,17 +126,26 @@ class ContextCycler:
                 index[key] = len(self.members)
                 self.members.append([])
             self.members[index[key]].append(i)
-        self.active = [list(m) for m in self.members]
-        self.cycle = Cycler(len(self.members), batch, rng)
+        self.answers = [(p.answer or "").lower() for p in items]
+        self.batch, self.rng, self.pool = batch, rng, []
+        self.restrict(list(range(len(items))))
 
     def restrict(self, ids: list[int]) -> None:
         """Draw only items in `ids` from now on (contexts left with none drop out)."""
         keep = set(ids)
         self.active = [[i for i in m if i in keep] for m in self.members]
-        self.cycle.restrict([c for c, m in enumerate(self.active) if m])
+        self.pool = [c for c in self.pool if self.active[c]]
+        n_items = sum(len(m) for m in self.active)
+        self.target = min(self.batch * len({self.answers[i] for i in keep}), n_items)
 
     def next(self) -> list[int]:
-        return [i for c in self.cycle.next() for i in self.active[c]]
+        out: list[int] = []
+        while len(out) < self.target:
+            if not self.pool:
+                self.pool = [c for c, m in enumerate(self.active) if m]
+                self.rng.shuffle(self.pool)
+            out += self.active[self.pool.pop()]
+        return out
 
 
 class RetainDraw:
