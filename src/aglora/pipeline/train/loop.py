@@ -4,8 +4,8 @@ Each step draws a forget batch (`batch_size` items, or with `train.batch_by_cont
 contexts with every item on each, `batch_size` items per answer: `ContextCycler`) and (when
 the objective uses one) a retain batch from seeded shuffles (with `train.pair_shared_answers`,
 one more retain item for each forget item of the step whose answer a retain item shares:
-`RetainDraw`), asks the objective for `forget + retain_weight * retain`, and steps AdamW on the given parameters
-(default: the LoRA parameters of a peft model). The objective is
+`RetainDraw`), asks the objective for `forget + retain_weight * retain`, and steps AdamW on
+the given parameters (default: the LoRA parameters of a peft model). The objective is
 `objectives.AnswerObjective` built from the run config unless a method passes its own (RMU).
 
 Every `check_every` steps the forget items are scored by likelihood choice (`stopping`; a
