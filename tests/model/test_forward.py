@@ -150,7 +150,22 @@ def test_prefix_groups_stop_where_the_prefix_would_halve():
     rows = [[9, 9, 9, 9, *long, 1], [9, 9, 9, 9, *long, 2], [9, 9, 9, 9, *long[:5], 3, 4]]
     prefix, source = prefix_groups(_batch(rows))
     assert prefix[:2] == [24, 24] and source[0] == source[1]
-    assert (prefix[2], source[2]) == (9, 0)  # keeps S, the nine tokens every row starts with
+    assert (prefix[2], source[2]) == (10, 2)  # alone: its own prefix (keeping S pads more)
+
+
+def test_a_long_lone_row_does_not_pad_every_own_part():
+    """Two groups of short answers and one long row of its own: with the lone row keeping S,
+    every row's own part would pad to the long row's; as its own prefix it does not."""
+    from aglora.model.forward import padded_tokens, prefix_groups
+    s, p1, p2 = [9, 9, 9, 9], list(range(10, 30)), list(range(40, 60))
+    rows = [[*s, *p1, 1], [*s, *p1, 2], [*s, *p2, 1], [*s, *p2, 2], [*s, *range(70, 110)]]
+    batch = _batch(rows)
+    prefix, source = prefix_groups(batch)
+    assert (prefix[4], source[4]) == (43, 4)
+    lengths = [len(r) for r in rows]
+    chosen = padded_tokens(list(zip(prefix, source, strict=True)), lengths)
+    keep_s = padded_tokens([*zip(prefix[:4], source[:4], strict=True), (4, 0)], lengths)
+    assert chosen == 3 * 43 + 5 * 1 and keep_s == 3 * 24 + 5 * 40
 
 
 def test_grouped_prefix_logits_and_lora_gradients_match_plain_path(tok):

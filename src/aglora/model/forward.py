@@ -80,9 +80,10 @@ def prefix_groups(batch: Batch) -> tuple[list[int], list[int]]:
     into runs of neighbours (dynamic programming) to run the fewest tokens: a run of several
     rows costs its common prefix once plus each row's tokens after it, and counts as a group
     only if that prefix reaches `MIN_SHARED_PREFIX` tokens past S (each row keeps one token of
-    its own); a row alone keeps S, or, where S is under `MIN_SHARED_PREFIX`, is its own prefix
-    (all its tokens but the last). Rows with the same (prefix length, source row) run that
-    prefix once.
+    its own). A row alone is its own prefix (all its tokens but the last) or keeps S, whichever
+    runs fewer token positions with the padding of both passes (`padded_tokens`): a long row of
+    its own would pad every row's own part to its length. Rows with the same (prefix length,
+    source row) run that prefix once.
     """
     n_rows = batch.input_ids.shape[0]
     shared = shared_prefix_length(batch)
@@ -105,16 +106,26 @@ def prefix_groups(batch: Batch) -> tuple[list[int], list[int]]:
                 cost = length - base + sum(lengths[b] - length for b in order[i:j])
             if best[i] + cost < best[j]:
                 best[j], cut[j] = best[i] + cost, (i, length)
-    prefix = [shared if base else n - 1 for n in lengths]
-    source = [0 if base else b for b in range(n_rows)]
+    grouped: dict[int, tuple[int, int]] = {}  # row -> (prefix, source) of its group
     j = n_rows
     while j > 0:
         i, length = cut[j]
         if length:
-            for b in order[i:j]:
-                prefix[b], source[b] = length, order[i]
+            grouped.update({b: (length, order[i]) for b in order[i:j]})
         j = i
-    return prefix, source
+    layouts = [[grouped.get(b, (n - 1, b)) for b, n in enumerate(lengths)]]  # lone: own prefix
+    if base:
+        layouts.append([grouped.get(b, (shared, 0)) for b in range(n_rows)])  # lone: keep S
+    best_layout = min(layouts, key=lambda rows_: padded_tokens(rows_, lengths))
+    return [p for p, _ in best_layout], [src for _, src in best_layout]
+
+
+def padded_tokens(layout: list[tuple[int, int]], lengths: list[int]) -> int:
+    """Token positions the two passes of a (prefix, source) layout run, padding included:
+    distinct prefixes x the longest, plus rows x the longest own part."""
+    runs = set(layout)
+    return (len(runs) * max(p for p, _ in layout)
+            + len(lengths) * max(n - p for (p, _), n in zip(layout, lengths, strict=True)))
 
 
 def decoder_hidden(decoder: nn.Module, batch: Batch, share_prefix: bool = True) -> torch.Tensor:
@@ -125,11 +136,12 @@ def decoder_hidden(decoder: nn.Module, batch: Batch, share_prefix: bool = True) 
     checkpointing = decoder.training and getattr(decoder, "gradient_checkpointing", False)
     on = share_prefix and _PREFIX_SHARING[0] and not checkpointing and n_rows > 1
     prefix, source = prefix_groups(batch) if on else ([0] * n_rows, list(range(n_rows)))
-    runs = sorted(set(zip(prefix, source, strict=True)))  # distinct prefixes, run once each
+    layout = list(zip(prefix, source, strict=True))
+    runs = sorted(set(layout))  # distinct prefixes, run once each
     lengths = batch.attention_mask.sum(-1).tolist()
     own_width = max(n - p for n, p in zip(lengths, prefix, strict=True))
-    shared_tokens = len(runs) * max(prefix) + n_rows * own_width
-    if min(prefix) < 1 or shared_tokens > SHARED_PATH_SHARE * n_rows * width:
+    if (min(prefix) < 1
+            or padded_tokens(layout, lengths) > SHARED_PATH_SHARE * n_rows * width):
         return decoder(input_ids=batch.input_ids,
                        attention_mask=batch.attention_mask).last_hidden_state
     return _grouped_hidden(decoder, batch, prefix, source, runs, own_width)
