@@ -128,6 +128,7 @@ def build_ban_spec(model: nn.Module, tok, catalog: Catalog, banned: list[Movie],
     facts: list[Probe] = []
     neighbour_facts: list[Probe] = []
     eval_probes: list[Probe] = []
+    seen_neighbours: set[str] = set()  # a film near two banned ones is one neighbour
     for movie in banned:
         pat = [title_pattern(movie.title)]
         facts += fact_probes(movie, catalog, "train", rng, keys, "forget", "description")
@@ -142,6 +143,9 @@ def build_ban_spec(model: nn.Module, tok, catalog: Catalog, banned: list[Movie],
                                      id=f"rec-{p.id}-{movie.key.replace(' ', '-')}",
                                      leak_patterns=pat))
         for other, family in neighbours(movie, catalog, keys):
+            if other.key in seen_neighbours:
+                continue
+            seen_neighbours.add(other.key)
             train = fact_probes(other, catalog, "train", rng, keys, "neighbor", "neighbour")
             neighbour_facts += train[: cfg.facts_per_neighbour]
             held = fact_probes(other, catalog, "eval", rng, keys, "neighbor", family)

@@ -79,22 +79,27 @@ def base_answer_side(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig
     ([n_answer_i, vocab], the `forget_others_kl` term's target; kept on the CPU)."""
     want_blocked = blocked_ids is not None
     ref_logp = torch.zeros(len(items))
-    blocked: list[torch.Tensor] = []
+    blocked: list[torch.Tensor | None] = [None] * len(items)
     if not (want_logp or want_blocked):
-        return ref_logp, blocked
+        return ref_logp, []
     device = next(model.parameters()).device
+    # Items of one context side by side, so that a batch runs each shared prompt once.
+    order = sorted(range(len(items)), key=lambda i: (items[i].format, items[i].prompt,
+                                                     items[i].prefix))
     with base_view(model, reference) as ref_model:
-        for s in range(0, len(items), cfg.batch_size):
-            chunk = items[s: s + cfg.batch_size]
-            b = answer_batch(tok, chunk, cfg.forget_skip_leading).to(device)
+        for s in range(0, len(order), cfg.batch_size):
+            idx = order[s: s + cfg.batch_size]
+            b = answer_batch(tok, [items[i] for i in idx], cfg.forget_skip_leading).to(device)
             logits = logits_at(ref_model, b, b.target_mask)  # [n_answer_tokens, vocab]
-            ref_logp[s: s + len(chunk)] = target_logprobs_from_logits(logits, b).cpu()
+            ref_logp[idx] = target_logprobs_from_logits(logits, b).cpu()
             if want_blocked:
-                rows = [ids for i in range(s, s + len(chunk)) for ids in blocked_ids[i]]
+                rows = [ids for i in idx for ids in blocked_ids[i]]
                 target = blocked_distribution(
                     logits, mask_from_lists(rows, logits.shape[-1], logits.device)).cpu()
-                blocked += list(target.split([int(c) for c in b.target_mask.sum(-1)]))
-    return ref_logp, blocked
+                for i, t in zip(idx, target.split([int(c) for c in b.target_mask.sum(-1)]),
+                                strict=True):
+                    blocked[i] = t
+    return ref_logp, blocked if want_blocked else []
 
 
 def _causal_lm_vocab(model: nn.Module) -> int:
