@@ -64,3 +64,32 @@ def test_forget_distractor_start_moves_with_the_quantile():
     assert distractor_start(5, 0.9) == 2 and distractor_start(2, 0.5) == 0
     with pytest.raises(AgloraError, match="forget_distractor_quantile=1.5: must be between"):
         RecConfig(forget_distractor_quantile=1.5)
+
+
+def test_a_film_near_two_banned_titles_is_one_neighbour(tmp_path):
+    """Alpha and Beta (banned) share their director with Gamma: Gamma's probes and retain
+    items appear once, and every probe id in the written probe file is unique (a repeated id
+    is refused when the file is loaded)."""
+    import json
+
+    from aglora.concepts import load_probes
+    from aglora.recommend.prompts import make_prompts
+    from aglora.recommend.settings import RecConfig
+    from aglora.recommend.spec import build_ban_spec
+    from tests.tiny import make_model, make_tokenizer
+    extra = [["Alpha", "1990", "Drama", "Ann Director", "Al One"],
+             ["Beta", "1991", "Drama", "Ann Director", "Bo Two"],
+             ["Gamma", "1992", "Drama", "Ann Director", "Cy Three"]]
+    catalog = small_catalog(tmp_path, extra)
+    banned = [m for m in catalog.movies if m.title in ("Alpha", "Beta")]
+    rec = RecConfig(n_train_prompts=4, n_eval_prompts=4, n_rank_prompts=2, pool_size=6,
+                    max_new_tokens=8, n_samples=0)
+    train_p, eval_p = make_prompts(catalog, rec.n_train_prompts, rec.n_eval_prompts, rec.seed)
+    build_ban_spec(make_model(), make_tokenizer(), catalog, banned, train_p, eval_p, rec,
+                   tmp_path / "ban")
+    rows = [json.loads(x) for x in (tmp_path / "ban" / "probes.jsonl").read_text().splitlines()]
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids))
+    gamma = [i for i in ids if "gamma" in i]
+    assert gamma and len(gamma) == len(set(gamma))
+    load_probes(tmp_path / "ban" / "probes.jsonl")  # no repeated id
