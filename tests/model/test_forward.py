@@ -71,25 +71,30 @@ def test_shared_prefix_length(rows, expected):
     assert shared_prefix_length(_batch(rows)) == expected
 
 
-def test_shared_prefix_logits_and_lora_gradients_match_plain_path(tok):
+def _lora_in_training():
+    """A tiny model with a LoRA on every neuron, lora_B away from zero, in training mode:
+    (peft model, its trainable parameters)."""
     from aglora.config import LoraConfig
     from aglora.model.adapter import attach_lora, trainable_parameters
-    from aglora.model.forward import MIN_SHARED_PREFIX, logits_at, shared_prefix_length
     from aglora.model.neurons import NeuronMask
-    from aglora.model.tokens import encode
     from tests.tiny import make_model
+    torch.manual_seed(0)
+    pm = attach_lora(make_model(), NeuronMask(torch.ones(3, 48), [0, 1, 2]), LoraConfig(rank=4))
+    for name, p in pm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    pm.train()
+    return pm, trainable_parameters(pm)
+
+
+def test_shared_prefix_logits_and_lora_gradients_match_plain_path(tok):
+    from aglora.model.forward import MIN_SHARED_PREFIX, logits_at, shared_prefix_length
+    from aglora.model.tokens import encode
 
     probes = [Probe(**r) for r in FORGET + RETAIN]
     batch = encode(tok, probes, [p.answer for p in probes])
     assert shared_prefix_length(batch) >= MIN_SHARED_PREFIX  # the shared path really runs
-    torch.manual_seed(0)
-    mask = NeuronMask(torch.ones(3, 48), [0, 1, 2])
-    pm = attach_lora(make_model(), mask, LoraConfig(rank=4))
-    for name, p in pm.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.2)
-    params = trainable_parameters(pm)
-    pm.train()
+    pm, params = _lora_in_training()
     results = []
     for share in (True, False):
         logits = logits_at(pm, batch, batch.content_mask, share_prefix=share)  # [n, vocab]
@@ -171,11 +176,7 @@ def test_a_long_lone_row_does_not_pad_every_own_part():
 def test_grouped_prefix_logits_and_lora_gradients_match_plain_path(tok):
     """Rows in two groups (two prompts, three answers each, as in a ban of three titles) and a
     row of its own: logits at every real position and LoRA gradients equal the plain path."""
-    from aglora.config import LoraConfig
-    from aglora.model.adapter import attach_lora, trainable_parameters
     from aglora.model.forward import decoder_hidden, logits_at, prefix_groups
-    from aglora.model.neurons import NeuronMask
-    from tests.tiny import make_model
 
     prompts = ["Recommend me three films for a rainy evening, please.",
                "Which film should I watch with my grandmother on Sunday?"]
@@ -186,13 +187,7 @@ def test_grouped_prefix_logits_and_lora_gradients_match_plain_path(tok):
     prefix, source = prefix_groups(batch)
     assert len(set(zip(prefix[:3], source[:3], strict=True))) == 1  # first prompt: one group
     assert len(set(zip(prefix, source, strict=True))) == 3  # two groups and the lone row
-    torch.manual_seed(0)
-    pm = attach_lora(make_model(), NeuronMask(torch.ones(3, 48), [0, 1, 2]), LoraConfig(rank=4))
-    for name, p in pm.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.2)
-    params = trainable_parameters(pm)
-    pm.train()
+    pm, params = _lora_in_training()
     calls = []
     decoder = pm.get_base_model().get_decoder()
     hook = decoder.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape),
