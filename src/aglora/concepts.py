@@ -47,6 +47,12 @@ class Probe:
     def key(self) -> str:
         return f"{self.split}/{self.family}"
 
+    @property
+    def context(self) -> tuple[str, str, str]:
+        """(format, prompt, prefix): what the answer follows; probes with the same context
+        share every token before it."""
+        return (self.format, self.prompt, self.prefix)
+
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("id", "split", "family", "format", "prompt", "prefix",
                                                "answer", "distractors", "leak_patterns")}

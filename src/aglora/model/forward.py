@@ -64,11 +64,16 @@ def shared_prefix_length(batch: Batch) -> int:
     return int(differs[0, 0]) if len(differs) else limit
 
 
-def _common(a: list[int], b: list[int], limit: int) -> int:
+def common_prefix_length(rows: list[list[int]]) -> int:
+    """Longest common prefix of the rows, leaving every row at least one token of its own."""
+    if not rows:
+        return 0
+    limit = min(len(r) for r in rows) - 1
     n = 0
-    while n < limit and a[n] == b[n]:
+    first = rows[0]
+    while n < limit and all(r[n] == first[n] for r in rows):
         n += 1
-    return n
+    return max(n, 0)
 
 
 def prefix_groups(batch: Batch) -> tuple[list[int], list[int]]:
@@ -91,7 +96,7 @@ def prefix_groups(batch: Batch) -> tuple[list[int], list[int]]:
     lengths = batch.attention_mask.sum(-1).tolist()
     rows = [batch.input_ids[b, : lengths[b]].tolist() for b in range(n_rows)]
     order = sorted(range(n_rows), key=lambda b: rows[b])
-    adjacent = [0] + [_common(rows[a], rows[b], min(lengths[a], lengths[b]) - 1)
+    adjacent = [0] + [common_prefix_length([rows[a], rows[b]])
                       for a, b in zip(order, order[1:], strict=False)]  # with the previous row
     best = [0.0] + [math.inf] * n_rows  # best[j]: fewest tokens for order[:j]
     cut: list[tuple[int, int]] = [(0, 0)] * (n_rows + 1)  # (segment start, its prefix; 0 alone)
@@ -135,20 +140,19 @@ def decoder_hidden(decoder: nn.Module, batch: Batch, share_prefix: bool = True) 
     # Gradient checkpointing turns the cache off in training: the rows would lose the prefix.
     checkpointing = decoder.training and getattr(decoder, "gradient_checkpointing", False)
     on = share_prefix and _PREFIX_SHARING[0] and not checkpointing and n_rows > 1
-    prefix, source = prefix_groups(batch) if on else ([0] * n_rows, list(range(n_rows)))
-    layout = list(zip(prefix, source, strict=True))
-    runs = sorted(set(layout))  # distinct prefixes, run once each
-    lengths = batch.attention_mask.sum(-1).tolist()
-    own_width = max(n - p for n, p in zip(lengths, prefix, strict=True))
-    if (min(prefix) < 1
-            or padded_tokens(layout, lengths) > SHARED_PATH_SHARE * n_rows * width):
-        return decoder(input_ids=batch.input_ids,
-                       attention_mask=batch.attention_mask).last_hidden_state
-    return _grouped_hidden(decoder, batch, prefix, source, runs, own_width)
+    if on:
+        prefix, source = prefix_groups(batch)
+        lengths = batch.attention_mask.sum(-1).tolist()
+        layout = list(zip(prefix, source, strict=True))
+        if (min(prefix) >= 1
+                and padded_tokens(layout, lengths) <= SHARED_PATH_SHARE * n_rows * width):
+            return _grouped_hidden(decoder, batch, prefix, source)
+    return decoder(input_ids=batch.input_ids,
+                   attention_mask=batch.attention_mask).last_hidden_state
 
 
-def _grouped_hidden(decoder: nn.Module, batch: Batch, prefix: list[int], source: list[int],
-                    runs: list[tuple[int, int]], own_width: int) -> torch.Tensor:
+def _grouped_hidden(decoder: nn.Module, batch: Batch, prefix: list[int],
+                    source: list[int]) -> torch.Tensor:
     """`decoder_hidden` through distinct prefixes: one pass over the prefixes (right-padded),
     their keys and values picked for each row, one pass over each row's own tokens after its
     prefix (positions go on from the prefix's end); gradients flow through the prefixes."""
@@ -157,9 +161,12 @@ def _grouped_hidden(decoder: nn.Module, batch: Batch, prefix: list[int], source:
     ids, mask = batch.input_ids, batch.attention_mask
     device = ids.device
     n_rows, width = ids.shape
+    layout = list(zip(prefix, source, strict=True))
+    runs = sorted(set(layout))  # distinct prefixes, run once each
+    own_width = max(int(n) - p for n, p in zip(mask.sum(-1).tolist(), prefix, strict=True))
     p_width = max(p for p, _ in runs)
     run_of = {r: i for i, r in enumerate(runs)}
-    row_run = torch.tensor([run_of[r] for r in zip(prefix, source, strict=True)], device=device)
+    row_run = torch.tensor([run_of[r] for r in layout], device=device)
     p_ids = torch.stack([ids[s, :p_width] for _, s in runs])  # [R, Pw]
     cols = torch.arange(p_width, device=device)[None]  # [1, Pw]
     p_mask = (cols < torch.tensor([p for p, _ in runs], device=device)[:, None]).long()  # [R, Pw]

@@ -85,7 +85,7 @@ def _chunks(probes: list[Probe], idx: list[int], contexts_per_chunk: int) -> lis
     rows: set[tuple[tuple[str, str, str], str]] = set()
     for i in idx:
         p = probes[i]
-        key = (p.format, p.prompt, p.prefix)
+        key = p.context
         new = {(key, o) for o in [p.answer or "", *p.distractors]} - rows
         full = not chunks or (len(rows) + len(new) > 16 * contexts_per_chunk and chunks[-1])
         if full or (key not in seen and len(seen) >= contexts_per_chunk):

@@ -26,19 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from aglora.model.forward import causal_lm
-
-
-def common_prefix_length(rows: list[list[int]]) -> int:
-    """Longest common prefix of the rows, leaving every row at least one token of its own."""
-    if not rows:
-        return 0
-    limit = min(len(r) for r in rows) - 1
-    n = 0
-    first = rows[0]
-    while n < limit and all(r[n] == first[n] for r in rows):
-        n += 1
-    return max(n, 0)
+from aglora.model.forward import causal_lm, common_prefix_length
 
 
 def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:

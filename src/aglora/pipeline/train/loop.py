@@ -121,11 +121,10 @@ class ContextCycler:
         index: dict[tuple[str, str, str], int] = {}
         self.members: list[list[int]] = []  # per context: its items
         for i, p in enumerate(items):
-            key = (p.format, p.prompt, p.prefix)
-            if key not in index:
-                index[key] = len(self.members)
+            if p.context not in index:
+                index[p.context] = len(self.members)
                 self.members.append([])
-            self.members[index[key]].append(i)
+            self.members[index[p.context]].append(i)
         self.answers = [(p.answer or "").lower() for p in items]
         self.batch, self.rng, self.pool = batch, rng, []
         self.restrict(list(range(len(items))))

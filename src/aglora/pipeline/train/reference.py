@@ -84,8 +84,7 @@ def base_answer_side(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig
         return ref_logp, []
     device = next(model.parameters()).device
     # Items of one context side by side, so that a batch runs each shared prompt once.
-    order = sorted(range(len(items)), key=lambda i: (items[i].format, items[i].prompt,
-                                                     items[i].prefix))
+    order = sorted(range(len(items)), key=lambda i: items[i].context)
     with base_view(model, reference) as ref_model:
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s: s + cfg.batch_size]
