@@ -54,3 +54,40 @@ def test_blocked_distribution_by_hand():
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]))
     target = blocked_distribution(logits, mask_from_lists([[0], [1]], 3))
     torch.testing.assert_close(target, torch.tensor([[0.0, 0.5, 0.5], [0.25, 0.0, 0.75]]))
+
+
+def _listed(prompt: str, title: str) -> Probe:
+    return Probe(prompt=prompt, prefix="1.", answer=title, distractors=["Alien"])
+
+
+def test_context_batches_keep_contexts_whole():
+    from aglora.pipeline.train.reference import context_batches
+
+    items = [_listed("Films like Heat?", "Ronin"), _listed("Films like Up?", "Coco"),
+             _listed("Films like Heat?", "Thief"), _listed("Films like Up?", "Cars"),
+             _listed("Films like Heat?", "Collateral"), _listed("Films like Up?", "Brave")]
+    # "Heat" sorts before "Up": its three items, then Up's, each context in one batch of 3 >= 2
+    assert context_batches(items, 2) == [[0, 2, 4], [1, 3, 5]]
+    assert context_batches(items, 4) == [[0, 2, 4, 1, 3, 5]]
+    unique = [_listed(f"Films like {t}?", t) for t in ("Alien", "Brazil", "Casino")]
+    assert context_batches(unique, 2) == [[0, 1], [2]]  # no shared context: `rows` items each
+
+
+def test_base_answer_side_is_the_same_in_any_batching(tok):
+    """The reference log-probs and others-KL targets of whole-context batches equal those of
+    items scored one at a time."""
+    from aglora.pipeline.train.reference import base_answer_side
+    from aglora.pipeline.train.targets import pushed_tokens
+
+    model = make_model()
+    items = [_listed("Films like Heat?", t) for t in ("Ronin", "Thief", "Collateral")] + [
+        _listed("Films like Up?", t) for t in ("Coco", "Cars")]
+    blocked_ids = pushed_tokens(tok, items, [])
+    cfg = TrainConfig(batch_size=4)  # one batch: Heat's three items and Up's two
+    logp, blocked = base_answer_side(model, tok, items, cfg, None, True, blocked_ids)
+    assert bool((logp < 0).all())
+    for i, item in enumerate(items):
+        alone_logp, alone_blocked = base_answer_side(model, tok, [item], cfg, None, True,
+                                                     [blocked_ids[i]])
+        torch.testing.assert_close(logp[i: i + 1], alone_logp, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(blocked[i], alone_blocked[0], rtol=1e-5, atol=1e-6)

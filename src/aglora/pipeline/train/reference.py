@@ -3,7 +3,8 @@
 `base_view` gives the model that plays the base: the run's peft model with its adapter disabled
 (no second copy of the weights), or an explicit `reference` (full-parameter methods, which train
 a copy). From it come NPO's reference log-probabilities and the `forget_others_kl` targets
-(`base_answer_side`, one pass over the forget answers) and the retain items' base logits for the
+(`base_answer_side`, one pass over the forget answers in batches of whole contexts, so that a
+ban's list prompt runs once for all its titles) and the retain items' base logits for the
 KL term (`cached_base_logits`, kept while they fit in `BASE_LOGITS_CACHE_BYTES`).
 """
 
@@ -83,11 +84,8 @@ def base_answer_side(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig
     if not (want_logp or want_blocked):
         return ref_logp, []
     device = next(model.parameters()).device
-    # Items of one context side by side, so that a batch runs each shared prompt once.
-    order = sorted(range(len(items)), key=lambda i: items[i].context)
     with base_view(model, reference) as ref_model:
-        for s in range(0, len(order), cfg.batch_size):
-            idx = order[s: s + cfg.batch_size]
+        for idx in context_batches(items, cfg.batch_size):
             b = answer_batch(tok, [items[i] for i in idx], cfg.forget_skip_leading).to(device)
             logits = logits_at(ref_model, b, b.target_mask)  # [n_answer_tokens, vocab]
             ref_logp[idx] = target_logprobs_from_logits(logits, b).cpu()
@@ -99,6 +97,23 @@ def base_answer_side(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig
                                 strict=True):
                     blocked[i] = t
     return ref_logp, blocked if want_blocked else []
+
+
+def context_batches(items: list[Probe], rows: int) -> list[list[int]]:
+    """Item indices in batches of whole contexts (`Probe.context`): items sorted by context, a
+    batch closed once it holds at least `rows` items and the next item starts another context.
+
+    A batch then runs each shared prompt once (`aglora.model.forward` groups rows by prefix);
+    where no two items share a context, the batches are `rows` items each.
+    """
+    order = sorted(range(len(items)), key=lambda i: items[i].context)
+    batches: list[list[int]] = []
+    for i in order:
+        if (not batches or (len(batches[-1]) >= rows
+                            and items[i].context != items[batches[-1][-1]].context)):
+            batches.append([])
+        batches[-1].append(i)
+    return batches
 
 
 def _causal_lm_vocab(model: nn.Module) -> int:
