@@ -246,3 +246,30 @@ def test_suppress_never_runs_the_refusal_check(monkeypatch, tok):
     result, asked = _refusal_stop_run(monkeypatch, tok, "suppress", [0.0])
     assert result.steps == 1 and result.stop_reason == "forget items at the goal"
     assert asked == [] and "refusal_share" not in result.history[0]
+
+
+def test_progress_line_names_the_lagging_answers_worst_first():
+    from aglora.pipeline.train.loop import progress_line
+    row = {"step": 8, "loss": 0.5, "forget_loss": 0.4, "retain_loss": 0.01,
+           "train_forget_accuracy": 0.3, "train_forget_margin": -0.2, "check_answers_at_goal": 1,
+           "check_answer_accuracy": {"A": 0.0, "B": 0.25, "C": 0.5, "D": 0.75, "E": 0.25},
+           "check_lagging_answers": ["B", "C", "D", "E"]}
+    line = progress_line(row)
+    assert line.endswith(" answers at the goal 1/5, lagging: D 0.75, C 0.50, B 0.25, …")
+    row["check_lagging_answers"] = []
+    assert progress_line(row).endswith(" answers at the goal 5/5")
+
+
+def test_a_check_over_several_answers_records_each_answers_accuracy(monkeypatch, tok):
+    """Two answers: the check row keeps each one's accuracy and the ones not at the goal."""
+    import aglora.pipeline.train.loop as train_mod
+    pm = attach_lora(make_model(seed=1), None, LoraConfig(rank=4, masked=False))
+    forget = [Probe(prompt=f"Who made film {i}?", answer=a, distractors=["x", "y", "z"])
+              for i, a in enumerate(["Anna", "Anna", "Bob", "Bob"])]
+    monkeypatch.setattr(train_mod.GoalChecker, "check", lambda *a: GoalCheck(
+        False, 0.5, 1.0, {"Anna"}, {0, 1}, 4, {"Anna": 0.0, "Bob": 1.0}))
+    cfg = TrainConfig(max_steps=4, min_steps=1, batch_size=2, check_every=4,
+                      retain_objective="none")
+    row = train(pm, tok, forget, [], cfg).history[-1]
+    assert row["check_answer_accuracy"] == {"Anna": 0.0, "Bob": 1.0}
+    assert row["check_lagging_answers"] == ["Bob"]

@@ -34,6 +34,7 @@ def test_goal_check_names_the_answers_at_the_goal(monkeypatch):
     check = train_mod.forget_goal_met(None, None, items, TrainConfig(), 0.25)
     assert check.answers_at_goal == {"A"} and check.accuracy == 0.5 and not check.met
     assert check.items_at_goal == {0, 1}  # the items whose answer no longer wins
+    assert check.answer_accuracy == {"A": 0.0, "B": 1.0}
 
 
 def _ban_items(titles: list[str], n_prompts: int) -> list[Probe]:

@@ -191,7 +191,20 @@ def progress_line(row: dict) -> str:
                  f"{row['train_forget_margin']:.2f}")
     if "refusal_share" in row:
         line += f" refusals {row['refusal_share']:.2f}"
+    if "check_answer_accuracy" in row:
+        line += _lagging(row["check_answer_accuracy"], row["check_lagging_answers"])
     return line
+
+
+def _lagging(accuracy: dict[str, float], lagging: list[str], shown: int = 3) -> str:
+    """' answers at the goal A/N, lagging: X 0.44, Y 0.31, …': the answers of a check over
+    several answers (a ban's titles) not at the goal, least forgotten first."""
+    behind = sorted(((a, accuracy[a]) for a in lagging), key=lambda kv: (-kv[1], kv[0]))
+    text = f" answers at the goal {len(accuracy) - len(lagging)}/{len(accuracy)}"
+    if behind:
+        text += ", lagging: " + ", ".join(f"{a} {v:.2f}" for a, v in behind[:shown])
+        text += ", …" if len(behind) > shown else ""
+    return text
 
 
 def chance_level(items: list[Probe]) -> float:
@@ -346,6 +359,10 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
                 row.update(train_forget_accuracy=check.accuracy,
                            train_forget_margin=check.margin, check_items=check.scored,
                            check_answers_at_goal=len(check.answers_at_goal))
+                if len(check.answer_accuracy) > 1:
+                    row["check_answer_accuracy"] = dict(check.answer_accuracy)
+                    row["check_lagging_answers"] = sorted(
+                        set(check.answer_accuracy) - check.answers_at_goal)
                 if cfg.focus_lagging_answers and on_training_items:
                     row["answers_at_goal"] = sorted(check.answers_at_goal)
                     active = [i for i, p in enumerate(forget)

@@ -63,6 +63,8 @@ class GoalCheck(NamedTuple):
     items_at_goal: set[int]      # indices into the checked items whose answer no longer beats
                                  # every distractor
     scored: int = 0              # items scored at this check (the confirm included)
+    answer_accuracy: dict[str, float] = {}  # each answer's accuracy on its checked items
+                                 # (an answer not rescored: its last scores)
 
 
 def _by(items: list[Probe], scores: list[list[float]], key) -> dict[str, list[list[float]]]:
@@ -85,13 +87,14 @@ def judge(items: list[Probe], scores: list[list[float]], cfg: TrainConfig,
     met = acc <= goal and marg <= cfg.stop_margin
     groups = _by(items, scores, lambda p: p.answer or "")
     done = {answer for answer, rows in groups.items() if _at_goal(rows, goal, cfg.stop_margin)}
+    per_answer = {answer: choice_summary(rows)[0] for answer, rows in groups.items()}
     if cfg.stop_each_answer:
         met = met and done == set(groups)
     if cfg.stop_each_form:
         met = met and all(_at_goal(rows, goal, cfg.stop_margin)
                           for rows in _by(items, scores, lambda p: p.family).values())
     below = {i for i, row in enumerate(scores) if row and not choice_correct(row)}
-    return GoalCheck(met, acc, marg, done, below, len(items))
+    return GoalCheck(met, acc, marg, done, below, len(items), per_answer)
 
 
 def forget_goal_met(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig,
