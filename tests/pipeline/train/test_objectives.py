@@ -232,3 +232,64 @@ def test_refusal_contrast_keeps_the_refusal_off_the_retain_question(tok):
     assert after[0.0][1] > at_base[1] + 1.0        # without it the refusal spreads
     assert after[1.0][1] < after[0.0][1] - 1.0     # the contrast holds it back
     assert after[1.0][1] <= at_base[1]
+
+
+def test_retain_kl_leaves_the_blocked_tokens_out_and_is_the_plain_kl_elsewhere():
+    """Row 0 blocks token 0: the term does not move with that logit, and equals the KL of the
+    renormalised rest (base 0.25 / 0.25 -> 0.5 / 0.5 against the model's 0.2 / 0.8); row 1
+    blocks nothing and adds its plain KL. With nothing blocked it is `kl_base_model` exactly."""
+    from aglora.pipeline.train.objectives import kl_base_model, retain_kl_loss
+    from aglora.pipeline.train.reference import mask_from_lists
+    base = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]))
+    model = torch.log(torch.tensor([[0.9, 0.02, 0.08], [0.2, 0.5, 0.3]]))
+    blocked = mask_from_lists([[0], []], 3)
+    row1 = 0.1 * math.log(0.1 / 0.2) + 0.6 * math.log(0.6 / 0.5)
+    expected = (0.5 * math.log(0.5 / 0.2) + 0.5 * math.log(0.5 / 0.8) + row1) / 2
+    assert float(retain_kl_loss(model, base, blocked)) == pytest.approx(expected, abs=1e-6)
+    moved = model.clone()
+    moved[0, 0] -= 6.0
+    assert float(retain_kl_loss(moved, base, blocked)) == pytest.approx(expected, abs=1e-6)
+    none = mask_from_lists([[], []], 3)
+    assert torch.equal(retain_kl_loss(model, base, none), kl_base_model(model, base))
+    assert torch.equal(retain_kl_loss(model, base, None), kl_base_model(model, base))
+
+
+def test_the_retain_term_blocks_only_on_a_shared_forget_context(tok):
+    """AnswerObjective: a retain item on the forget item's prompt gets blocked positions and a
+    retain loss that differs from the plain KL once the model moves the forget answer's token
+    there; a retain set on other prompts gets none, and its loss is the plain KL exactly."""
+    from aglora.config import LoraConfig
+    from aglora.model.adapter import attach_lora
+    from aglora.model.forward import logits_at
+    from aglora.model.tokens import encode
+    from aglora.pipeline.train.objectives import AnswerObjective, kl_base_model, retain_kl_loss
+    from aglora.pipeline.train.reference import mask_from_lists
+    prompt, prefix = "Recommend films.", "Here are films:\n\n1."
+    forget = [Probe(prompt=prompt, prefix=prefix, answer="The Matrix")]
+    shared = [Probe(prompt=prompt, prefix=prefix, answer="The Terminator")]
+    other = [Probe(prompt="Another question?", prefix=prefix, answer="The Terminator")]
+    cfg = TrainConfig(forget_objective="npo", retain_objective="kl", forget_skip_leading=["The"])
+    model = attach_lora(make_model(seed=2), None, LoraConfig(rank=4, masked=False))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.5 * torch.randn_like(p))  # the adapter moves the model off the base
+    device = torch.device("cpu")
+    on_shared = AnswerObjective(model, tok, forget, shared, cfg)
+    on_other = AnswerObjective(model, tok, forget, other, cfg)
+    assert on_shared.retain_blocked is not None
+    assert sum(map(len, on_shared.retain_blocked[0])) == 1
+    assert on_other.retain_blocked is None
+    for objective, items, same in ((on_shared, shared, False), (on_other, other, True)):
+        rb = encode(tok, items, [p.answer for p in items])
+        with torch.no_grad():
+            logits, base = logits_at(model, rb, rb.content_mask), torch.cat(objective.base_logits)
+            plain = kl_base_model(logits, base)
+            lists = objective.retain_blocked[0] if objective.retain_blocked else None
+            by_hand = retain_kl_loss(logits, base, None if lists is None
+                                     else mask_from_lists(lists, logits.shape[-1]))
+            loss, kl = objective.retain_loss(model, [0], device)
+        assert float(loss) == pytest.approx(float(by_hand), rel=1e-6)
+        assert float(plain) > 1e-3
+        assert (float(loss) == pytest.approx(float(plain), rel=1e-6)) is same
+        assert kl == pytest.approx(float(loss))

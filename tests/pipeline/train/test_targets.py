@@ -83,3 +83,36 @@ def test_pushed_tokens_join_answers_after_the_same_context(tok):
     assert all(s == [t] for j, (s, t) in enumerate(zip(sets[0], own[0], strict=True))
                if j != split)
     assert all(s == [t] for s, t in zip(sets[2], own[2], strict=True))
+
+
+def test_retain_positions_after_a_forget_context_block_the_forget_answers_tokens(tok):
+    """A retain item on a forget item's list prompt ("1. The Terminator" against "1. The
+    Matrix" and "1. Star Wars"): at the position after "1." the retain KL leaves out " Star"
+    (a forget answer's token there) but not its own " The"; after "1. The" it leaves out
+    " Matrix"; every other position, and every position of a retain item on another prompt,
+    blocks nothing. With no shared context at all the answer is None."""
+    from aglora.pipeline.train.targets import retain_blocked_tokens
+    prompt, prefix = "Recommend films.", "Here are films:\n\n1."
+    forget = [Probe(prompt=prompt, prefix=prefix, answer="The Matrix"),
+              Probe(prompt=prompt, prefix=prefix, answer="Star Wars")]
+    retain = [Probe(prompt=prompt, prefix=prefix, answer="The Terminator"),
+              Probe(prompt="Another question?", prefix=prefix, answer="The Matrix")]
+    blocked = retain_blocked_tokens(tok, retain, forget, ["The"])
+    assert blocked is not None
+    rows = [encode(tok, [p], [p.answer]) for p in retain]
+    assert [len(b) for b in blocked] == [int(r.content_mask.sum()) for r in rows]
+
+    def first(text: str) -> int:
+        return tok(text, add_special_tokens=False)["input_ids"][0]
+
+    ids = rows[0].input_ids[0].tolist()
+    positions = rows[0].content_mask[0].nonzero()[:, 0].tolist()
+    the = next(j for j, t in enumerate(positions) if ids[t + 1] == first(" The")
+               and t + 2 < len(ids) and ids[t + 2] == first(" Terminator"))
+    star, matrix = first(" Star"), first(" Matrix")
+    expected = [[] for _ in positions]
+    expected[the] = [star]            # after "1.": Star Wars's first token, not " The"
+    expected[the + 1] = [matrix]      # after "1. The": The Matrix's first scored token
+    assert blocked[0] == expected
+    assert all(b == [] for b in blocked[1])
+    assert retain_blocked_tokens(tok, retain[1:], forget, ["The"]) is None

@@ -8,7 +8,9 @@ the training loop optimises by default (`train.forget_objective` + `train.retain
            [+ forget_others_kl * KL at the answer tokens, all tokens but those a forget
               answer puts there after the same context]
            [+ response_weight * NLL of the replacement (forget_response refuse | alternative)]
-           + retain_weight * (retain term (kl | nll | kl+nll | none)
+           + retain_weight * (retain term (kl | nll | kl+nll | none; the KL leaves out, at a
+                              retain position after a forget context, the forget answers'
+                              tokens there)
                               [+ refusal_contrast * NPO on a refusal after the retain
                                  items' chat questions (forget_response refuse)])
 
@@ -49,6 +51,7 @@ from aglora.pipeline.train.misdirect import NameMisdirection
 from aglora.pipeline.train.reference import (
     base_answer_side,
     base_view,
+    blocked_distribution,
     cached_base_logits,
     mask_from_lists,
 )
@@ -57,6 +60,7 @@ from aglora.pipeline.train.targets import (
     answer_batch,
     pushed_tokens,
     response_batch,
+    retain_blocked_tokens,
 )
 
 
@@ -103,6 +107,16 @@ def others_kl_loss(logits: torch.Tensor, blocked: torch.Tensor,
     return (torch.xlogy(target, target) - target * logq).sum(-1).mean()
 
 
+def retain_kl_loss(logits: torch.Tensor, base_logits: torch.Tensor,
+                   blocked: torch.Tensor | None) -> torch.Tensor:
+    """KL(base || model) per position, averaged, with each position's `blocked` tokens left out
+    of both distributions (renormalised), as `others_kl_loss` does; the plain `kl_base_model`
+    where nothing is blocked. logits, base_logits, blocked [n_positions, vocab]."""
+    if blocked is None or not bool(blocked.any()):
+        return kl_base_model(logits, base_logits)
+    return others_kl_loss(logits, blocked, blocked_distribution(base_logits, blocked))
+
+
 RETAIN_OBJECTIVES = ("kl", "nll", "kl+nll", "none")
 
 
@@ -114,11 +128,13 @@ def check_objectives(forget: str, retain: str, response: str = "suppress") -> No
 
 
 def _retain_term(model: nn.Module, rb: Batch, objective: str, reference: nn.Module | None,
-                 base_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+                 base_logits: torch.Tensor | None = None,
+                 blocked_ids: list[list[int]] | None = None) -> tuple[torch.Tensor, float]:
     """(retain loss, its KL part) on a retain batch for objective kl | nll | kl+nll.
 
     `base_logits` [n_content, vocab]: the base model's logits at the batch's content positions
-    if already known (else computed here).
+    if already known (else computed here). `blocked_ids`: per content position, the tokens the
+    KL leaves out there (`retain_blocked_tokens`), or None.
     """
     # One decoder pass serves both terms; logits only at the positions a term needs.
     wants_kl, wants_nll = "kl" in objective, "nll" in objective
@@ -131,7 +147,9 @@ def _retain_term(model: nn.Module, rb: Batch, objective: str, reference: nn.Modu
         if base_logits is None:
             with torch.no_grad(), base_view(model, reference) as ref_model:
                 base_logits = logits_at(ref_model, rb, rb.content_mask)  # [n, vocab]
-        kl = kl_base_model(content_logits, base_logits)
+        blocked = (mask_from_lists(blocked_ids, content_logits.shape[-1], content_logits.device)
+                   if blocked_ids is not None else None)
+        kl = retain_kl_loss(content_logits, base_logits, blocked)
         kl_value = float(kl.detach())
         loss = loss + kl
     if wants_nll:
@@ -172,6 +190,10 @@ class AnswerObjective:
             model, tok, forget, cfg, reference, cfg.forget_objective == "npo", self.blocked_ids)
         self.base_logits = (cached_base_logits(model, tok, retain, cfg.batch_size, reference)
                             if "kl" in cfg.retain_objective else None)
+        # per retain item, per content position: the forget answers' tokens the KL leaves out
+        self.retain_blocked = (retain_blocked_tokens(tok, retain, forget, cfg.forget_skip_leading)
+                               if self.uses_retain and "kl" in cfg.retain_objective
+                               and cfg.forget_objective in ANSWER_OBJECTIVES else None)
         self.contrast = (cfg.forget_response == "refuse" and cfg.refusal_contrast > 0
                          and bool(self.refusals) and any(p.format == "chat" for p in retain))
         self.contrast_rng = random.Random(cfg.seed + 1)  # the refusals drawn for retain items
@@ -219,7 +241,10 @@ class AnswerObjective:
         rb = encode(self.tok, items, [p.answer or "" for p in items]).to(device)
         known = (torch.cat([self.base_logits[i] for i in r_idx]).to(device)
                  if self.base_logits is not None else None)
-        loss, kl_value = _retain_term(model, rb, self.cfg.retain_objective, self.reference, known)
+        blocked = ([ids for i in r_idx for ids in self.retain_blocked[i]]
+                   if self.retain_blocked is not None else None)
+        loss, kl_value = _retain_term(model, rb, self.cfg.retain_objective, self.reference, known,
+                                      blocked)
         if self.contrast:
             loss = loss + self.cfg.refusal_contrast * self.refusal_contrast(model, items, device)
         return loss, kl_value

@@ -3,7 +3,8 @@
 `answer_batch` encodes the answers NPO and gradient ascent push down; leading words listed in
 `train.forget_skip_leading` move into the context (seen, not pushed); `pushed_tokens` says, per
 answer token, which tokens any forget answer puts there after the same context (what the
-others-KL term leaves out). `response_batch` encodes
+others-KL term leaves out); `retain_blocked_tokens` says the same for the retain items' positions
+that share a forget context (what the retain KL leaves out). `response_batch` encodes
 what `train.forget_response` teaches in their place: a refusal (after the chat template's
 assistant prefix) or an alternative answer.
 """
@@ -45,11 +46,11 @@ def answer_batch(tok, items: list[Probe], skip_leading: list[str]) -> Batch:
     return encode(tok, items, targets, contexts=contexts)
 
 
-def pushed_tokens(tok, items: list[Probe], skip_leading: list[str]) -> list[list[list[int]]]:
-    """Per item, per answer-token position of its `answer_batch` row: every token that some
-    item's answer puts at that position after the same context (the same token prefix), its own
-    included, sorted. Items that share a prompt and differ in the answer (a ban's titles after
-    one list prompt: " Matrix" and " Dark" after "1. The") block each other's token there."""
+def answer_continuations(tok, items: list[Probe], skip_leading: list[str]
+                         ) -> tuple[list[list[tuple[tuple[int, ...], int]]],
+                                    dict[tuple[int, ...], set[int]]]:
+    """Per item, (token prefix, next token) at each answer token of its `answer_batch` row; and
+    per token prefix, every token some item's answer puts after it."""
     rows: list[list[tuple[tuple[int, ...], int]]] = []   # per item: (prefix, next token)
     at: dict[tuple[int, ...], set[int]] = {}
     for p in items:
@@ -60,7 +61,43 @@ def pushed_tokens(tok, items: list[Probe], skip_leading: list[str]) -> list[list
         for prefix, nxt in row:
             at.setdefault(prefix, set()).add(nxt)
         rows.append(row)
+    return rows, at
+
+
+def pushed_tokens(tok, items: list[Probe], skip_leading: list[str]) -> list[list[list[int]]]:
+    """Per item, per answer-token position of its `answer_batch` row: every token that some
+    item's answer puts at that position after the same context (the same token prefix), its own
+    included, sorted. Items that share a prompt and differ in the answer (a ban's titles after
+    one list prompt: " Matrix" and " Dark" after "1. The") block each other's token there."""
+    rows, at = answer_continuations(tok, items, skip_leading)
     return [[sorted(at[prefix]) for prefix, _ in row] for row in rows]
+
+
+def retain_blocked_tokens(tok, retain: list[Probe], forget: list[Probe],
+                          skip_leading: list[str]) -> list[list[list[int]]] | None:
+    """Per retain item, per content position of its `encode` row (the positions the retain KL
+    reads): the tokens a forget answer puts after the same token prefix, less the retain item's
+    own next token; None when no retain position shares a prefix with a forget answer.
+
+    A ban's retain items sit on the forget items' list prompts (another title after
+    "1. The"); without this the retain KL would hold " Matrix" there at its base share, against
+    the forget term. Where no retain item shares a forget context (a concept's own questions),
+    nothing is blocked and the retain KL is the plain one.
+    """
+    _, at = answer_continuations(tok, forget, skip_leading)
+    out: list[list[list[int]]] = []
+    hit = False
+    for p in retain:
+        b = encode(tok, [p], [p.answer or ""])
+        ids = b.input_ids[0].tolist()
+        row = []
+        for t in b.content_mask[0].nonzero()[:, 0].tolist():
+            own = ids[t + 1] if t + 1 < len(ids) else None
+            blocked = sorted(at.get(tuple(ids[: t + 1]), set()) - {own})
+            hit = hit or bool(blocked)
+            row.append(blocked)
+        out.append(row)
+    return out if hit else None
 
 
 def response_batch(tok, items: list[Probe], cfg: TrainConfig, refusals: list[str],
