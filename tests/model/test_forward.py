@@ -208,3 +208,57 @@ def test_grouped_prefix_logits_and_lora_gradients_match_plain_path(tok):
     with torch.no_grad():
         hidden = decoder_hidden(decoder, batch)
     assert hidden.shape == (*batch.input_ids.shape, hidden.shape[-1])
+
+
+def test_length_buckets_cut_a_batch_of_short_and_long_rows():
+    """Four short rows and two long ones: two groups, short and long, each in the batch's row
+    order; rows of one length stay one pass."""
+    from aglora.model.forward import length_buckets
+    short, long_ = [1, 2, 3, 4, 5], [1, 2] + list(range(10, 90))
+    rows = [short, long_, short[:4], short, long_[:-3], short]
+    assert length_buckets(_batch(rows)) == [[2, 0, 3, 5], [4, 1]]
+    assert length_buckets(_batch([short, short[:4], short])) is None
+    assert length_buckets(_batch([long_, long_[:-6]])) is None
+
+
+def test_length_bucketed_logits_and_lora_gradients_match_plain_path(tok):
+    """A retain-like batch (short answers and whole lists): the bucketed path runs one decoder
+    call per group, and its logits at every real position and LoRA gradients equal the plain
+    path's; a group's positions past its own width come back as zeros."""
+    from aglora.model.forward import decoder_hidden, length_buckets, logits_at
+
+    lists = ["1. The Matrix\n2. Alien\n3. Heat\n4. Jaws\n5. Up\n" * 6,
+             "1. Star Wars\n2. Brazil\n3. Ran\n4. Seven\n5. Big\n" * 6]
+    probes = [Probe(prompt="Who directed Titanic?", prefix="It was", answer="James Cameron"),
+              Probe(prompt="Recommend five films.", answer=lists[0]),
+              Probe(prompt="Name one river.", answer="The Nile"),
+              Probe(prompt="Recommend five other films.", answer=lists[1]),
+              Probe(prompt="Name one sea.", answer="The Baltic")]
+    batch = encode(tok, probes, [p.answer for p in probes])
+    groups = length_buckets(batch)
+    assert groups is not None and sorted(map(sorted, groups)) == [[0, 2, 4], [1, 3]]
+    pm, params = _lora_in_training()
+    calls = []
+    decoder = pm.get_base_model().get_decoder()
+    hook = decoder.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape),
+                                             with_kwargs=True)
+    results = []
+    for share in (True, False):
+        calls.clear()
+        logits = logits_at(pm, batch, batch.attention_mask, share_prefix=share)  # [n, vocab]
+        loss = torch.log_softmax(logits, -1)[:, :7].sum()
+        results.append((logits.detach(), torch.autograd.grad(loss, params), list(calls)))
+    hook.remove()
+    (b_logits, b_grads, b_calls), (p_logits, p_grads, p_calls) = results
+    assert len(p_calls) == 1 and len(b_calls) >= 2
+    assert sum(r * w for r, w in b_calls) < 0.85 * batch.input_ids.numel()
+    torch.testing.assert_close(b_logits, p_logits, atol=1e-5, rtol=1e-5)
+    assert any(float(g.abs().max()) > 0 for g in p_grads)
+    for a, b in zip(b_grads, p_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        hidden = decoder_hidden(decoder, batch)  # [batch, seq, d_model]
+    assert hidden.shape == (*batch.input_ids.shape, hidden.shape[-1])
+    short_rows = torch.tensor(sorted(groups, key=len)[-1])  # the short group
+    short_width = int(batch.attention_mask[short_rows].sum(-1).max())
+    assert float(hidden[short_rows, short_width:].abs().max()) == 0.0  # past its width: zeros

@@ -17,6 +17,14 @@ rows, as they would be). Where grouping would not save a tenth of the tokens, th
 runs. Tests check logits and LoRA gradients against the plain path. `prefix_sharing(False)`
 turns that pass off for a while: under FSDP (`aglora.pipeline.train.shares`) every process must
 make the same layer calls, and whether a batch has a shared prefix depends on its rows.
+
+Rows of very different lengths (a retain batch mixes whole recommendation lists with short
+answers) pad every short row to the longest one. `length_buckets` cuts such a batch into groups
+of rows of similar length (sorted by length, cut by dynamic programming); each group runs on its
+own, trimmed to its longest row and through its own shared prefixes, and the hidden states are
+put back in the batch's order (zeros past each group's width). It is taken only where it runs under
+`BUCKET_SHARE` of the token positions of the one-pass path, counting `PASS_TOKENS` for each extra
+pass; `prefix_sharing(False)` turns it off too (it changes the layer calls).
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ def causal_lm(model: nn.Module) -> nn.Module:
 MIN_SHARED_PREFIX = 4  # shorter common prefixes are not worth a second decoder call
 SHARED_PATH_SHARE = 0.9  # the prefix path only where it runs under this share of the tokens
 _PREFIX_SHARING = [True]  # set by `prefix_sharing`
+BUCKET_SHARE = 0.85  # length buckets only where they run under this share of the positions
+PASS_TOKENS = 32  # the fixed cost of one more decoder call, in token positions
 
 
 @contextmanager
@@ -134,21 +144,107 @@ def padded_tokens(layout: list[tuple[int, int]], lengths: list[int]) -> int:
 
 
 def decoder_hidden(decoder: nn.Module, batch: Batch, share_prefix: bool = True) -> torch.Tensor:
-    """Last hidden states [batch, seq, d_model] of a right-padded batch, each group of rows'
-    shared prefix run once (`prefix_groups`)."""
-    n_rows, width = batch.input_ids.shape
+    """Last hidden states [batch, seq, d_model] of a right-padded batch: rows of very different
+    lengths in groups of similar length (`length_buckets`), each group of rows' shared prefix
+    run once (`prefix_groups`)."""
+    n_rows = batch.input_ids.shape[0]
     # Gradient checkpointing turns the cache off in training: the rows would lose the prefix.
     checkpointing = decoder.training and getattr(decoder, "gradient_checkpointing", False)
     on = share_prefix and _PREFIX_SHARING[0] and not checkpointing and n_rows > 1
-    if on:
-        prefix, source = prefix_groups(batch)
-        lengths = batch.attention_mask.sum(-1).tolist()
-        layout = list(zip(prefix, source, strict=True))
-        if (min(prefix) >= 1
-                and padded_tokens(layout, lengths) <= SHARED_PATH_SHARE * n_rows * width):
-            return _grouped_hidden(decoder, batch, prefix, source)
+    if not on:
+        return _plain_hidden(decoder, batch)
+    buckets = length_buckets(batch)
+    if buckets is None:
+        return _one_pass_hidden(decoder, batch)
+    return _bucketed_hidden(decoder, batch, buckets)
+
+
+def _plain_hidden(decoder: nn.Module, batch: Batch) -> torch.Tensor:
     return decoder(input_ids=batch.input_ids,
                    attention_mask=batch.attention_mask).last_hidden_state
+
+
+def _grouped_layout(batch: Batch) -> tuple[list[int], list[int]] | None:
+    """The (prefix, source) layout of the shared-prefix path, or None where the plain pass runs
+    (no prefix, or the prefixes save under a tenth of the positions)."""
+    if batch.input_ids.shape[0] < 2:
+        return None
+    prefix, source = prefix_groups(batch)
+    lengths = batch.attention_mask.sum(-1).tolist()
+    layout = list(zip(prefix, source, strict=True))
+    if (min(prefix) >= 1
+            and padded_tokens(layout, lengths) <= SHARED_PATH_SHARE * batch.input_ids.numel()):
+        return prefix, source
+    return None
+
+
+def one_pass_tokens(batch: Batch) -> int:
+    """Token positions `_one_pass_hidden` runs on the batch, padding included."""
+    layout = _grouped_layout(batch)
+    if layout is None:
+        return batch.input_ids.numel()
+    return padded_tokens(list(zip(*layout, strict=True)), batch.attention_mask.sum(-1).tolist())
+
+
+def _one_pass_hidden(decoder: nn.Module, batch: Batch) -> torch.Tensor:
+    layout = _grouped_layout(batch)
+    if layout is None:
+        return _plain_hidden(decoder, batch)
+    return _grouped_hidden(decoder, batch, *layout)
+
+
+def rows_of(batch: Batch, rows: list[int]) -> Batch:
+    """The batch's `rows`, trimmed to the longest of them."""
+    index = torch.tensor(rows, device=batch.input_ids.device)
+    width = int(batch.attention_mask[index].sum(-1).max())
+    return Batch(*(t[index, :width] for t in (batch.input_ids, batch.attention_mask,
+                                               batch.target_mask, batch.content_mask)))
+
+
+def length_buckets(batch: Batch) -> list[list[int]] | None:
+    """Rows cut into groups of similar length that run fewer token positions than one pass, or
+    None where one pass is as cheap (within `BUCKET_SHARE`).
+
+    The rows are sorted by length and cut into runs (dynamic programming) that minimise the
+    padded grid, each run costing its rows x its longest row plus `PASS_TOKENS`; the chosen cut
+    is then costed with each group's own shared-prefix path (`one_pass_tokens`) against the
+    whole batch's.
+    """
+    lengths = batch.attention_mask.sum(-1).tolist()
+    n_rows = len(lengths)
+    order = sorted(range(n_rows), key=lambda b: lengths[b])
+    best = [0.0] + [math.inf] * n_rows  # best[j]: fewest positions for order[:j]
+    start = [0] * (n_rows + 1)
+    for j in range(1, n_rows + 1):
+        for i in range(j):
+            cost = best[i] + (j - i) * lengths[order[j - 1]] + PASS_TOKENS
+            if cost < best[j]:
+                best[j], start[j] = cost, i
+    groups: list[list[int]] = []
+    j = n_rows
+    while j > 0:
+        groups.append(order[start[j]: j])
+        j = start[j]
+    if len(groups) < 2:
+        return None
+    split = sum(one_pass_tokens(rows_of(batch, g)) for g in groups)
+    split += PASS_TOKENS * (len(groups) - 1)
+    return groups[::-1] if split <= BUCKET_SHARE * one_pass_tokens(batch) else None
+
+
+def _bucketed_hidden(decoder: nn.Module, batch: Batch, groups: list[list[int]]) -> torch.Tensor:
+    """`decoder_hidden` group by group, the hidden states put back in the batch's row order
+    [batch, seq, d_model] (zeros past each group's width)."""
+    width = batch.input_ids.shape[1]
+    parts, rows = [], []
+    for group in groups:
+        hidden = _one_pass_hidden(decoder, rows_of(batch, group))  # [g, w_g, d_model]
+        parts.append(nn.functional.pad(hidden, (0, 0, 0, width - hidden.shape[1])))
+        rows.extend(group)
+    inverse = torch.empty(len(rows), dtype=torch.long, device=batch.input_ids.device)
+    inverse[torch.tensor(rows, device=inverse.device)] = torch.arange(len(rows),
+                                                                       device=inverse.device)
+    return torch.cat(parts)[inverse]  # [batch, seq, d_model]
 
 
 def _grouped_hidden(decoder: nn.Module, batch: Batch, prefix: list[int],
