@@ -173,20 +173,11 @@ def test_a_long_lone_row_does_not_pad_every_own_part():
     assert chosen == 3 * 43 + 5 * 1 and keep_s == 3 * 24 + 5 * 40
 
 
-def test_grouped_prefix_logits_and_lora_gradients_match_plain_path(tok):
-    """Rows in two groups (two prompts, three answers each, as in a ban of three titles) and a
-    row of its own: logits at every real position and LoRA gradients equal the plain path."""
-    from aglora.model.forward import decoder_hidden, logits_at, prefix_groups
-
-    prompts = ["Recommend me three films for a rainy evening, please.",
-               "Which film should I watch with my grandmother on Sunday?"]
-    answers = ["The Matrix", "The Dark Knight", "Star Wars"]
-    probes = [Probe(prompt=q, answer=a) for q in prompts for a in answers]
-    probes.append(Probe(prompt="Name one river.", answer="The Nile"))
-    batch = encode(tok, probes, [p.answer for p in probes])
-    prefix, source = prefix_groups(batch)
-    assert len(set(zip(prefix[:3], source[:3], strict=True))) == 1  # first prompt: one group
-    assert len(set(zip(prefix, source, strict=True))) == 3  # two groups and the lone row
+def _fast_and_plain(batch):
+    """The fast path (`share_prefix=True`) and the plain one on a tiny LoRA model in training:
+    per path (logits at every real position, LoRA gradients of a fixed loss, decoder calls'
+    input shapes), and the decoder."""
+    from aglora.model.forward import logits_at
     pm, params = _lora_in_training()
     calls = []
     decoder = pm.get_base_model().get_decoder()
@@ -197,14 +188,32 @@ def test_grouped_prefix_logits_and_lora_gradients_match_plain_path(tok):
         calls.clear()
         logits = logits_at(pm, batch, batch.attention_mask, share_prefix=share)  # [n, vocab]
         loss = torch.log_softmax(logits, -1)[:, :7].sum()
-        results.append((logits.detach(), torch.autograd.grad(loss, params), len(calls)))
+        results.append((logits.detach(), torch.autograd.grad(loss, params), list(calls)))
     hook.remove()
-    (g_logits, g_grads, g_calls), (p_logits, p_grads, p_calls) = results
-    assert (g_calls, p_calls) == (2, 1)  # the grouped path really ran: prefixes, then own tokens
-    torch.testing.assert_close(g_logits, p_logits, atol=1e-5, rtol=1e-5)
+    (f_logits, f_grads, _), (p_logits, p_grads, _) = results
+    torch.testing.assert_close(f_logits, p_logits, atol=1e-5, rtol=1e-5)
     assert any(float(g.abs().max()) > 0 for g in p_grads)
-    for a, b in zip(g_grads, p_grads, strict=True):
+    for a, b in zip(f_grads, p_grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    return results[0][2], results[1][2], decoder
+
+
+def test_grouped_prefix_logits_and_lora_gradients_match_plain_path(tok):
+    """Rows in two groups (two prompts, three answers each, as in a ban of three titles) and a
+    row of its own: logits at every real position and LoRA gradients equal the plain path."""
+    from aglora.model.forward import decoder_hidden, prefix_groups
+
+    prompts = ["Recommend me three films for a rainy evening, please.",
+               "Which film should I watch with my grandmother on Sunday?"]
+    answers = ["The Matrix", "The Dark Knight", "Star Wars"]
+    probes = [Probe(prompt=q, answer=a) for q in prompts for a in answers]
+    probes.append(Probe(prompt="Name one river.", answer="The Nile"))
+    batch = encode(tok, probes, [p.answer for p in probes])
+    prefix, source = prefix_groups(batch)
+    assert len(set(zip(prefix[:3], source[:3], strict=True))) == 1  # first prompt: one group
+    assert len(set(zip(prefix, source, strict=True))) == 3  # two groups and the lone row
+    g_calls, p_calls, decoder = _fast_and_plain(batch)
+    assert (len(g_calls), len(p_calls)) == (2, 1)  # the grouped path ran: prefixes, own tokens
     with torch.no_grad():
         hidden = decoder_hidden(decoder, batch)
     assert hidden.shape == (*batch.input_ids.shape, hidden.shape[-1])
@@ -225,7 +234,7 @@ def test_length_bucketed_logits_and_lora_gradients_match_plain_path(tok):
     """A retain-like batch (short answers and whole lists): the bucketed path runs one decoder
     call per group, and its logits at every real position and LoRA gradients equal the plain
     path's; a group's positions past its own width come back as zeros."""
-    from aglora.model.forward import decoder_hidden, length_buckets, logits_at
+    from aglora.model.forward import decoder_hidden, length_buckets
 
     lists = ["1. The Matrix\n2. Alien\n3. Heat\n4. Jaws\n5. Up\n" * 6,
              "1. Star Wars\n2. Brazil\n3. Ran\n4. Seven\n5. Big\n" * 6]
@@ -237,25 +246,9 @@ def test_length_bucketed_logits_and_lora_gradients_match_plain_path(tok):
     batch = encode(tok, probes, [p.answer for p in probes])
     groups = length_buckets(batch)
     assert groups is not None and sorted(map(sorted, groups)) == [[0, 2, 4], [1, 3]]
-    pm, params = _lora_in_training()
-    calls = []
-    decoder = pm.get_base_model().get_decoder()
-    hook = decoder.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape),
-                                             with_kwargs=True)
-    results = []
-    for share in (True, False):
-        calls.clear()
-        logits = logits_at(pm, batch, batch.attention_mask, share_prefix=share)  # [n, vocab]
-        loss = torch.log_softmax(logits, -1)[:, :7].sum()
-        results.append((logits.detach(), torch.autograd.grad(loss, params), list(calls)))
-    hook.remove()
-    (b_logits, b_grads, b_calls), (p_logits, p_grads, p_calls) = results
+    b_calls, p_calls, decoder = _fast_and_plain(batch)
     assert len(p_calls) == 1 and len(b_calls) >= 2
     assert sum(r * w for r, w in b_calls) < 0.85 * batch.input_ids.numel()
-    torch.testing.assert_close(b_logits, p_logits, atol=1e-5, rtol=1e-5)
-    assert any(float(g.abs().max()) > 0 for g in p_grads)
-    for a, b in zip(b_grads, p_grads, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     with torch.no_grad():
         hidden = decoder_hidden(decoder, batch)  # [batch, seq, d_model]
     assert hidden.shape == (*batch.input_ids.shape, hidden.shape[-1])
