@@ -153,10 +153,14 @@ def decoder_hidden(decoder: nn.Module, batch: Batch, share_prefix: bool = True) 
     on = share_prefix and _PREFIX_SHARING[0] and not checkpointing and n_rows > 1
     if not on:
         return _plain_hidden(decoder, batch)
-    buckets = length_buckets(batch)
-    if buckets is None:
-        return _one_pass_hidden(decoder, batch)
-    return _bucketed_hidden(decoder, batch, buckets)
+    whole = _grouped_layout(batch)
+    plan = _bucket_plan(batch, whole)
+    if plan is None:
+        return _one_pass_hidden(decoder, batch, whole)
+    return _bucketed_hidden(decoder, batch, plan)
+
+
+Layout = tuple[list[int], list[int]]  # (prefix length per row, the row that holds it)
 
 
 def _plain_hidden(decoder: nn.Module, batch: Batch) -> torch.Tensor:
@@ -164,9 +168,9 @@ def _plain_hidden(decoder: nn.Module, batch: Batch) -> torch.Tensor:
                    attention_mask=batch.attention_mask).last_hidden_state
 
 
-def _grouped_layout(batch: Batch) -> tuple[list[int], list[int]] | None:
+def _grouped_layout(batch: Batch) -> Layout | None:
     """The (prefix, source) layout of the shared-prefix path, or None where the plain pass runs
-    (no prefix, or the prefixes save under a tenth of the positions)."""
+    (one row, no prefix, or the prefixes save under a tenth of the positions)."""
     if batch.input_ids.shape[0] < 2:
         return None
     prefix, source = prefix_groups(batch)
@@ -178,37 +182,34 @@ def _grouped_layout(batch: Batch) -> tuple[list[int], list[int]] | None:
     return None
 
 
-def one_pass_tokens(batch: Batch) -> int:
-    """Token positions `_one_pass_hidden` runs on the batch, padding included."""
-    layout = _grouped_layout(batch)
+def _one_pass_tokens(batch: Batch, layout: Layout | None) -> int:
+    """Token positions one pass runs on the batch with this layout, padding included."""
     if layout is None:
         return batch.input_ids.numel()
     return padded_tokens(list(zip(*layout, strict=True)), batch.attention_mask.sum(-1).tolist())
 
 
-def _one_pass_hidden(decoder: nn.Module, batch: Batch) -> torch.Tensor:
-    layout = _grouped_layout(batch)
+def _one_pass_hidden(decoder: nn.Module, batch: Batch, layout: Layout | None) -> torch.Tensor:
     if layout is None:
         return _plain_hidden(decoder, batch)
     return _grouped_hidden(decoder, batch, *layout)
 
 
-def rows_of(batch: Batch, rows: list[int]) -> Batch:
-    """The batch's `rows`, trimmed to the longest of them."""
-    index = torch.tensor(rows, device=batch.input_ids.device)
-    width = int(batch.attention_mask[index].sum(-1).max())
-    return Batch(*(t[index, :width] for t in (batch.input_ids, batch.attention_mask,
-                                               batch.target_mask, batch.content_mask)))
-
-
 def length_buckets(batch: Batch) -> list[list[int]] | None:
     """Rows cut into groups of similar length that run fewer token positions than one pass, or
-    None where one pass is as cheap (within `BUCKET_SHARE`).
+    None where one pass is as cheap (within `BUCKET_SHARE`); see `_bucket_plan`."""
+    plan = _bucket_plan(batch, _grouped_layout(batch))
+    return None if plan is None else [rows for rows, _, _ in plan]
+
+
+def _bucket_plan(batch: Batch, whole: Layout | None
+                 ) -> list[tuple[list[int], Batch, Layout | None]] | None:
+    """Per group of rows: (its rows, its sub-batch, its layout), or None where one pass with the
+    whole batch's layout `whole` is as cheap (within `BUCKET_SHARE`).
 
     The rows are sorted by length and cut into runs (dynamic programming) that minimise the
     padded grid, each run costing its rows x its longest row plus `PASS_TOKENS`; the chosen cut
-    is then costed with each group's own shared-prefix path (`one_pass_tokens`) against the
-    whole batch's.
+    is then costed with each group's own shared-prefix path against the whole batch's.
     """
     lengths = batch.attention_mask.sum(-1).tolist()
     n_rows = len(lengths)
@@ -227,23 +228,26 @@ def length_buckets(batch: Batch) -> list[list[int]] | None:
         j = start[j]
     if len(groups) < 2:
         return None
-    split = sum(one_pass_tokens(rows_of(batch, g)) for g in groups)
-    split += PASS_TOKENS * (len(groups) - 1)
-    return groups[::-1] if split <= BUCKET_SHARE * one_pass_tokens(batch) else None
+    plan = []
+    for rows in groups[::-1]:
+        sub = batch.select(rows)
+        plan.append((rows, sub, _grouped_layout(sub)))
+    split = sum(_one_pass_tokens(sub, layout) for _, sub, layout in plan)
+    split += PASS_TOKENS * (len(plan) - 1)
+    return plan if split <= BUCKET_SHARE * _one_pass_tokens(batch, whole) else None
 
 
-def _bucketed_hidden(decoder: nn.Module, batch: Batch, groups: list[list[int]]) -> torch.Tensor:
-    """`decoder_hidden` group by group, the hidden states put back in the batch's row order
-    [batch, seq, d_model] (zeros past each group's width)."""
+def _bucketed_hidden(decoder: nn.Module, batch: Batch,
+                     plan: list[tuple[list[int], Batch, Layout | None]]) -> torch.Tensor:
+    """`decoder_hidden` group by group (`_bucket_plan`), the hidden states put back in the
+    batch's row order [batch, seq, d_model] (zeros past each group's width)."""
     width = batch.input_ids.shape[1]
     parts, rows = [], []
-    for group in groups:
-        hidden = _one_pass_hidden(decoder, rows_of(batch, group))  # [g, w_g, d_model]
+    for group, sub, layout in plan:
+        hidden = _one_pass_hidden(decoder, sub, layout)  # [g, w_g, d_model]
         parts.append(nn.functional.pad(hidden, (0, 0, 0, width - hidden.shape[1])))
         rows.extend(group)
-    inverse = torch.empty(len(rows), dtype=torch.long, device=batch.input_ids.device)
-    inverse[torch.tensor(rows, device=inverse.device)] = torch.arange(len(rows),
-                                                                       device=inverse.device)
+    inverse = torch.argsort(torch.tensor(rows, device=batch.input_ids.device))
     return torch.cat(parts)[inverse]  # [batch, seq, d_model]
 
 

@@ -93,9 +93,17 @@ class Batch:
     target_mask: torch.Tensor     # [batch, seq] 1 where logits[:, t] predicts a target token
     content_mask: torch.Tensor    # [batch, seq] 1 on non-template, non-pad tokens
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return self.input_ids, self.attention_mask, self.target_mask, self.content_mask
+
     def to(self, device: torch.device) -> Batch:
-        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask,
-                                               self.target_mask, self.content_mask)))
+        return Batch(*(t.to(device) for t in self.tensors()))
+
+    def select(self, rows: list[int]) -> Batch:
+        """These rows, trimmed to the longest of them (still right-padded)."""
+        index = torch.tensor(rows, device=self.input_ids.device)
+        width = int(self.attention_mask[index].sum(-1).max())
+        return Batch(*(t[index, :width] for t in self.tensors()))
 
 
 def pad_right(tok, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
