@@ -32,6 +32,30 @@ def test_others_kl_ignores_the_answer_logit_and_is_zero_at_the_base():
     assert float(others_kl_loss(shifted, answer, target)) == pytest.approx(expected, abs=1e-6)
 
 
+def test_kl_to_target_is_the_explicit_kl_with_its_gradient():
+    """sum_v t (log t - log q) over the unblocked tokens, q the renormalised softmax without
+    the blocked ones, averaged over positions: the same value and the same gradient
+    (softmax(z) - t, over positions) as the explicit sum, blocked or not (float32 rounding)."""
+    from aglora.pipeline.train.objectives import kl_to_target
+    from aglora.pipeline.train.reference import kl_target, mask_from_lists
+    gen = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(5, 11, generator=gen)).requires_grad_()
+    base = 3 * torch.randn(5, 11, generator=gen)
+    for blocked in (None, mask_from_lists([[0], [], [3, 4], [10], [1, 2, 5]], 11)):
+        target, negent = kl_target(base, blocked)
+        keep = torch.ones_like(base, dtype=torch.bool) if blocked is None else ~blocked
+        logq = torch.log_softmax(logits.masked_fill(~keep, -math.inf), -1)
+        explicit = torch.where(keep, target * (torch.log(target) - logq), 0.0).sum(-1).mean()
+        fast = kl_to_target(logits, target, negent, blocked)
+        grad_explicit, = torch.autograd.grad(explicit, logits)
+        grad_fast, = torch.autograd.grad(fast, logits)
+        assert float(fast) == pytest.approx(float(explicit), abs=1e-6)
+        torch.testing.assert_close(grad_fast, grad_explicit, rtol=0, atol=1e-7)
+        by_hand = (torch.softmax(logits.detach().masked_fill(~keep, -math.inf), -1) - target) / 5
+        torch.testing.assert_close(grad_fast, by_hand, rtol=0, atol=1e-7)
+        assert float(explicit) > 0.1
+
+
 def test_others_kl_with_several_blocked_tokens_ignores_all_of_them():
     """Blocking tokens 0 and 1 of a position: their logits do not move the term; the target is
     the base's rest renormalised (here token 2 and 3: 0.25 / 0.75)."""
@@ -237,7 +261,7 @@ def test_refusal_contrast_keeps_the_refusal_off_the_retain_question(tok):
 def test_retain_kl_leaves_the_blocked_tokens_out_and_is_the_plain_kl_elsewhere():
     """Row 0 blocks token 0: the term does not move with that logit, and equals the KL of the
     renormalised rest (base 0.25 / 0.25 -> 0.5 / 0.5 against the model's 0.2 / 0.8); row 1
-    blocks nothing and adds its plain KL. With nothing blocked it is `kl_base_model` exactly."""
+    blocks nothing and adds its plain KL. With nothing blocked it is `kl_base_model`."""
     from aglora.pipeline.train.objectives import kl_base_model, retain_kl_loss
     from aglora.pipeline.train.reference import mask_from_lists
     base = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]))
@@ -250,20 +274,22 @@ def test_retain_kl_leaves_the_blocked_tokens_out_and_is_the_plain_kl_elsewhere()
     moved[0, 0] -= 6.0
     assert float(retain_kl_loss(moved, base, blocked)) == pytest.approx(expected, abs=1e-6)
     none = mask_from_lists([[], []], 3)
-    assert torch.equal(retain_kl_loss(model, base, none), kl_base_model(model, base))
-    assert torch.equal(retain_kl_loss(model, base, None), kl_base_model(model, base))
+    plain = float(kl_base_model(model, base))
+    assert float(retain_kl_loss(model, base, none)) == pytest.approx(plain, abs=1e-6)
+    assert float(retain_kl_loss(model, base, None)) == pytest.approx(plain, abs=1e-6)
 
 
 def test_the_retain_term_blocks_only_on_a_shared_forget_context(tok):
-    """AnswerObjective: a retain item on the forget item's prompt gets blocked positions and a
-    retain loss that differs from the plain KL once the model moves the forget answer's token
-    there; a retain set on other prompts gets none, and its loss is the plain KL exactly."""
+    """AnswerObjective: a retain item on the forget item's prompt gets a blocked position, a KL
+    target with the forget answer's token taken out there, and the blocked KL by hand as its
+    loss; a retain set on other prompts gets none, the plain base distribution as its target
+    and the plain KL as its loss (to float rounding)."""
     from aglora.config import LoraConfig
     from aglora.model.adapter import attach_lora
     from aglora.model.forward import logits_at
     from aglora.model.tokens import encode
     from aglora.pipeline.train.objectives import AnswerObjective, kl_base_model, retain_kl_loss
-    from aglora.pipeline.train.reference import mask_from_lists
+    from aglora.pipeline.train.reference import cached_base_logits, mask_from_lists
     prompt, prefix = "Recommend films.", "Here are films:\n\n1."
     forget = [Probe(prompt=prompt, prefix=prefix, answer="The Matrix")]
     shared = [Probe(prompt=prompt, prefix=prefix, answer="The Terminator")]
@@ -283,7 +309,8 @@ def test_the_retain_term_blocks_only_on_a_shared_forget_context(tok):
     for objective, items, same in ((on_shared, shared, False), (on_other, other, True)):
         rb = encode(tok, items, [p.answer for p in items])
         with torch.no_grad():
-            logits, base = logits_at(model, rb, rb.content_mask), torch.cat(objective.base_logits)
+            logits = logits_at(model, rb, rb.content_mask)
+            base = torch.cat(cached_base_logits(model, tok, items, 8, None))
             plain = kl_base_model(logits, base)
             lists = objective.retain_blocked[0] if objective.retain_blocked else None
             by_hand = retain_kl_loss(logits, base, None if lists is None
@@ -291,5 +318,15 @@ def test_the_retain_term_blocks_only_on_a_shared_forget_context(tok):
             loss, kl = objective.retain_loss(model, [0], device)
         assert float(loss) == pytest.approx(float(by_hand), rel=1e-6)
         assert float(plain) > 1e-3
-        assert (float(loss) == pytest.approx(float(plain), rel=1e-6)) is same
+        if same:
+            assert float(loss) == pytest.approx(float(plain), abs=1e-6)  # float rounding
         assert kl == pytest.approx(float(loss))
+        # the KL's base side: the base distribution, the blocked token taken out where one is
+        target, _ = objective.retain_targets[0]
+        softmax = torch.softmax(base, -1)
+        if same:
+            torch.testing.assert_close(target, softmax)
+        else:
+            (pos, token), = [(j, t) for j, ids in enumerate(lists) for t in ids]
+            assert float(target[pos, token]) == 0.0 < float(softmax[pos, token])
+            torch.testing.assert_close(target.sum(-1), torch.ones(len(target)))

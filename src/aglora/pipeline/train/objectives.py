@@ -51,9 +51,10 @@ from aglora.pipeline.train.misdirect import NameMisdirection
 from aglora.pipeline.train.reference import (
     base_answer_side,
     base_view,
-    blocked_distribution,
     cached_base_logits,
+    kl_target,
     mask_from_lists,
+    negative_entropy,
 )
 from aglora.pipeline.train.targets import (
     ANSWER_OBJECTIVES,
@@ -85,8 +86,30 @@ def nll_loss(logp: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
     return -(logp / n_tokens.clamp_min(1)).mean()
 
 
+def kl_to_target(logits: torch.Tensor, target: torch.Tensor, neg_entropy: torch.Tensor,
+                 blocked: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(target || softmax of `logits` without the `blocked` tokens), averaged over positions.
+
+    `target` is zero at its blocked tokens, so sum_v t_v log q_v = sum_v t_v z_v - S L, with L
+    the logsumexp of z without the blocked tokens and S = sum_v t_v, and the KL is `neg_entropy`
+    (sum_v t_v log t_v, fixed: `kl_target`) minus that: no [n, vocab] log-probabilities are
+    formed, and the gradient is softmax(z) - t as for the explicit sum. S is one but for float
+    rounding, and that rounding times L would otherwise shift the term by more than the KL
+    near the base.
+    logits, target [n_positions, vocab]; neg_entropy [n_positions]; blocked [n_positions, vocab]
+    bool (`mask_from_lists`) or None.
+    """
+    z = logits.float()
+    masked = z if blocked is None else z.masked_fill(blocked, -1e9)
+    lse = torch.logsumexp(masked, -1)  # [n_positions]
+    return (neg_entropy - torch.linalg.vecdot(target, z) + lse * target.sum(-1)).mean()
+
+
 def kl_base_model(logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
-    """KL(base || model) per position, averaged. logits, base_logits [n_positions, vocab]."""
+    """KL(base || model) per position, averaged, as the explicit sum of p (log p - log q):
+    accurate to float rounding however close the model is to the base (the evaluation's
+    metric; training uses `kl_to_target`, whose large cancelling terms leave a small absolute
+    error). logits, base_logits [n_positions, vocab]."""
     logp = torch.log_softmax(logits.float(), -1)
     base_logp = torch.log_softmax(base_logits.float(), -1)
     return (base_logp.exp() * (base_logp - logp)).sum(-1).mean()
@@ -102,19 +125,17 @@ def others_kl_loss(logits: torch.Tensor, blocked: torch.Tensor,
     model's `target`, from `blocked_distribution`) while the forget term lowers the answers.
     logits, target [n_positions, vocab]; blocked [n_positions, vocab] bool (`mask_from_lists`).
     """
-    masked = logits.float().masked_fill(blocked, -1e9)
-    logq = torch.log_softmax(masked, -1)
-    return (torch.xlogy(target, target) - target * logq).sum(-1).mean()
+    return kl_to_target(logits, target, negative_entropy(target), blocked)
 
 
 def retain_kl_loss(logits: torch.Tensor, base_logits: torch.Tensor,
                    blocked: torch.Tensor | None) -> torch.Tensor:
     """KL(base || model) per position, averaged, with each position's `blocked` tokens left out
-    of both distributions (renormalised), as `others_kl_loss` does; the plain `kl_base_model`
-    where nothing is blocked. logits, base_logits, blocked [n_positions, vocab]."""
-    if blocked is None or not bool(blocked.any()):
-        return kl_base_model(logits, base_logits)
-    return others_kl_loss(logits, blocked, blocked_distribution(base_logits, blocked))
+    of both distributions (renormalised), as `others_kl_loss` does; the plain KL where nothing
+    is blocked. logits, base_logits, blocked [n_positions, vocab]."""
+    if blocked is not None and not bool(blocked.any()):
+        blocked = None
+    return kl_to_target(logits, *kl_target(base_logits, blocked), blocked)
 
 
 RETAIN_OBJECTIVES = ("kl", "nll", "kl+nll", "none")
@@ -128,13 +149,14 @@ def check_objectives(forget: str, retain: str, response: str = "suppress") -> No
 
 
 def _retain_term(model: nn.Module, rb: Batch, objective: str, reference: nn.Module | None,
-                 base_logits: torch.Tensor | None = None,
+                 target: tuple[torch.Tensor, torch.Tensor] | None = None,
                  blocked_ids: list[list[int]] | None = None) -> tuple[torch.Tensor, float]:
     """(retain loss, its KL part) on a retain batch for objective kl | nll | kl+nll.
 
-    `base_logits` [n_content, vocab]: the base model's logits at the batch's content positions
-    if already known (else computed here). `blocked_ids`: per content position, the tokens the
-    KL leaves out there (`retain_blocked_tokens`), or None.
+    `target`: the KL's base side at the batch's content positions (`kl_target`: the base
+    distribution [n_content, vocab] without the blocked tokens, and its negative entropy
+    [n_content]) if already known (else computed here). `blocked_ids`: per content position,
+    the tokens the KL leaves out there (`retain_blocked_tokens`), or None.
     """
     # One decoder pass serves both terms; logits only at the positions a term needs.
     wants_kl, wants_nll = "kl" in objective, "nll" in objective
@@ -144,12 +166,14 @@ def _retain_term(model: nn.Module, rb: Batch, objective: str, reference: nn.Modu
     loss = torch.zeros((), device=rb.input_ids.device)
     kl_value = 0.0
     if wants_kl:
-        if base_logits is None:
-            with torch.no_grad(), base_view(model, reference) as ref_model:
-                base_logits = logits_at(ref_model, rb, rb.content_mask)  # [n, vocab]
         blocked = (mask_from_lists(blocked_ids, content_logits.shape[-1], content_logits.device)
                    if blocked_ids is not None else None)
-        kl = retain_kl_loss(content_logits, base_logits, blocked)
+        if blocked is not None and not bool(blocked.any()):
+            blocked = None
+        if target is None:
+            with torch.no_grad(), base_view(model, reference) as ref_model:
+                target = kl_target(logits_at(ref_model, rb, rb.content_mask), blocked)
+        kl = kl_to_target(content_logits, *target, blocked)
         kl_value = float(kl.detach())
         loss = loss + kl
     if wants_nll:
@@ -162,9 +186,10 @@ class AnswerObjective:
     """The default objective on the concept's answers (see the module docstring).
 
     The base model's side is computed once, before the first step: NPO's reference
-    log-probabilities of the forget answers, the `forget_others_kl` targets, and the retain
-    items' base logits (kept while they fit in `BASE_LOGITS_CACHE_BYTES`, else recomputed per
-    step, which gives the same loss). `reference` plays the base (default: `model` with its
+    log-probabilities of the forget answers, the `forget_others_kl` targets with their negative
+    entropies, and the retain KL's base side (`kl_target` of the retain items' base logits, kept
+    while the logits fit in `BASE_LOGITS_CACHE_BYTES`, else recomputed per step, which gives the
+    same loss). `reference` plays the base (default: `model` with its
     adapter disabled).
     """
 
@@ -188,12 +213,15 @@ class AnswerObjective:
                             else None)
         self.ref_logp, self.blocked = base_answer_side(
             model, tok, forget, cfg, reference, cfg.forget_objective == "npo", self.blocked_ids)
-        self.base_logits = (cached_base_logits(model, tok, retain, cfg.batch_size, reference)
-                            if "kl" in cfg.retain_objective else None)
+        self.blocked_negent = [negative_entropy(t) for t in self.blocked]  # per item [n_i]
         # per retain item, per content position: the forget answers' tokens the KL leaves out
         self.retain_blocked = (retain_blocked_tokens(tok, retain, forget, cfg.forget_skip_leading)
                                if self.uses_retain and "kl" in cfg.retain_objective
                                and cfg.forget_objective in ANSWER_OBJECTIVES else None)
+        # per retain item: the KL's base side at its content positions (`kl_target`)
+        self.retain_targets = (self._retain_targets(cached_base_logits(
+            model, tok, retain, cfg.batch_size, reference))
+            if "kl" in cfg.retain_objective else None)
         self.contrast = (cfg.forget_response == "refuse" and cfg.refusal_contrast > 0
                          and bool(self.refusals) and any(p.format == "chat" for p in retain))
         self.contrast_rng = random.Random(cfg.seed + 1)  # the refusals drawn for retain items
@@ -204,6 +232,19 @@ class AnswerObjective:
                                   "deepest masked layer)")
             self.misdirect = NameMisdirection(model, tok, forget, names or [], name_layer,
                                               cfg.forget_name_shift, cfg.seed, reference)
+
+    def _retain_targets(self, logits: list[torch.Tensor] | None
+                        ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per retain item, `kl_target` of its cached base logits (None: none were cached)."""
+        if logits is None:
+            return None
+        out = []
+        for i, item_logits in enumerate(logits):
+            blocked = (mask_from_lists(self.retain_blocked[i], item_logits.shape[-1])
+                       if self.retain_blocked is not None else None)
+            out.append(kl_target(item_logits, blocked))
+            logits[i] = None  # each item's logits go once its target is made
+        return out
 
     def forget_loss(self, model: nn.Module, f_idx: list[int], weight: torch.Tensor,
                     rng: random.Random) -> torch.Tensor:
@@ -221,10 +262,11 @@ class AnswerObjective:
                 loss = grad_ascent_loss(logp, fb.target_mask.sum(-1), weight)
             if self.others:
                 target = torch.cat([self.blocked[i] for i in f_idx]).to(device)
+                negent = torch.cat([self.blocked_negent[i] for i in f_idx]).to(device)
                 blocked = mask_from_lists([ids for i in f_idx for ids in self.blocked_ids[i]],
                                           answer_logits.shape[-1], device)
-                loss = loss + cfg.forget_others_kl * others_kl_loss(answer_logits, blocked,
-                                                                    target)
+                loss = loss + cfg.forget_others_kl * kl_to_target(answer_logits, target, negent,
+                                                                  blocked)
         if self.misdirect is not None:
             loss = loss + cfg.forget_name_weight * self.misdirect.loss(model, f_idx, device)
         response = response_batch(self.tok, items, cfg, self.refusals, self.alternatives, rng)
@@ -239,8 +281,9 @@ class AnswerObjective:
         """(retain term, its KL part) on retain items `r_idx`."""
         items = [self.retain[i] for i in r_idx]
         rb = encode(self.tok, items, [p.answer or "" for p in items]).to(device)
-        known = (torch.cat([self.base_logits[i] for i in r_idx]).to(device)
-                 if self.base_logits is not None else None)
+        known = ((torch.cat([self.retain_targets[i][0] for i in r_idx]).to(device),
+                  torch.cat([self.retain_targets[i][1] for i in r_idx]).to(device))
+                 if self.retain_targets is not None else None)
         blocked = ([ids for i in r_idx for ids in self.retain_blocked[i]]
                    if self.retain_blocked is not None else None)
         loss, kl_value = _retain_term(model, rb, self.cfg.retain_objective, self.reference, known,

@@ -5,7 +5,9 @@
 a copy). From it come NPO's reference log-probabilities and the `forget_others_kl` targets
 (`base_answer_side`, one pass over the forget answers in batches of whole contexts, so that a
 ban's list prompt runs once for all its titles) and the retain items' base logits for the
-KL term (`cached_base_logits`, kept while they fit in `BASE_LOGITS_CACHE_BYTES`).
+KL term (`cached_base_logits`, kept while they fit in `BASE_LOGITS_CACHE_BYTES`), turned once
+into what the KL needs of the base (`kl_target`: the distribution, without the blocked tokens,
+and its negative entropy) so that a step does not recompute the base's log-probabilities.
 """
 
 from __future__ import annotations
@@ -140,3 +142,20 @@ def blocked_distribution(base_logits: torch.Tensor, blocked: torch.Tensor) -> to
     p = torch.softmax(base_logits.float(), -1)
     p = p.masked_fill(blocked, 0.0)
     return p / p.sum(-1, keepdim=True)
+
+
+def negative_entropy(p: torch.Tensor) -> torch.Tensor:
+    """sum_v p_v log p_v per position (0 log 0 = 0): [n_positions, vocab] -> [n_positions]."""
+    return torch.xlogy(p, p).sum(-1)
+
+
+def kl_target(base_logits: torch.Tensor, blocked: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a KL toward the base model needs of it, fixed for the whole run: the base
+    distribution (without the `blocked` tokens, renormalised, where any are given:
+    `blocked_distribution`) [n_positions, vocab] and its `negative_entropy` [n_positions]."""
+    if blocked is None or not bool(blocked.any()):
+        p = torch.softmax(base_logits.float(), -1)
+    else:
+        p = blocked_distribution(base_logits, blocked)
+    return p, negative_entropy(p)
