@@ -1,6 +1,7 @@
-"""Where a training step's time goes: any `aglora` command with the default objective's forget
-and retain terms and `Tensor.backward` timed, printed as one table when training ends (the
-command stops there, before evaluation).
+"""Where training's time goes: any `aglora` command with the default objective's set-up (the
+base model's side, before the first step), its forget and retain terms, `Tensor.backward`, and
+the early-stopping checks (the final full one apart) timed, printed as one table when training
+ends (the command stops there, before evaluation).
 
     python benchmarks/step_parts.py ban --item "Star Wars" --item "The Matrix" \
         --item "The Dark Knight" --out runs/step-parts --force \
@@ -36,7 +37,11 @@ def main() -> None:
     from aglora.cli import main as cli_main
     from aglora.pipeline.train import loop
     from aglora.pipeline.train.objectives import AnswerObjective
+    from aglora.pipeline.train.stopping import GoalChecker
 
+    AnswerObjective.__init__ = _timed("objective set-up", AnswerObjective.__init__)
+    GoalChecker.check = _timed("checks", GoalChecker.check)
+    GoalChecker.full = _timed("final full check", GoalChecker.full)
     AnswerObjective.forget_loss = _timed("forget terms", AnswerObjective.forget_loss)
     AnswerObjective.retain_loss = _timed("retain terms", AnswerObjective.retain_loss)
     torch.Tensor.backward = _timed("backward", torch.Tensor.backward)
@@ -45,7 +50,8 @@ def main() -> None:
     def train_then_stop(*args, **kwargs):
         train(*args, **kwargs)
         print("| part | seconds | calls |\n| --- | --- | --- |")
-        for name in ("forget terms", "retain terms", "backward", "whole train call"):
+        for name in ("objective set-up", "forget terms", "retain terms", "backward", "checks",
+                     "final full check", "whole train call"):
             print(f"| {name} | {SECONDS[name]:.1f} | {CALLS[name]} |")
         raise SystemExit(0)
 
