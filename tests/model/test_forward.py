@@ -255,3 +255,94 @@ def test_length_bucketed_logits_and_lora_gradients_match_plain_path(tok):
     short_rows = torch.tensor(sorted(groups, key=len)[-1])  # the short group
     short_width = int(batch.attention_mask[short_rows].sum(-1).max())
     assert float(hidden[short_rows, short_width:].abs().max()) == 0.0  # past its width: zeros
+
+
+def _upper_lora_in_training():
+    """A 4-layer tiny model with a LoRA on layers 2 and 3 only, lora_B away from zero, in
+    training mode: (peft model, its trainable parameters)."""
+    from aglora.config import LoraConfig
+    from aglora.model.adapter import attach_lora, trainable_parameters
+    from aglora.model.neurons import NeuronMask
+    from tests.tiny import make_model
+    torch.manual_seed(0)
+    m = torch.zeros(4, 48)
+    m[2, [3, 9, 40]] = 1
+    m[3, [0, 47]] = 1
+    pm = attach_lora(make_model(layers=4), NeuronMask(m, [0, 1, 2, 3]), LoraConfig(rank=4))
+    for name, p in pm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    pm.train()
+    return pm, trainable_parameters(pm)
+
+
+def _ban_like_batches(tok):
+    """A plain batch (one row), a grouped-prefix one (two prompts x three titles and a row of
+    its own) and a length-bucketed one (short answers and whole lists)."""
+    prompts = ["Recommend me three films for a rainy evening, please.",
+               "Which film should I watch with my grandmother on Sunday?"]
+    grouped = [Probe(prompt=q, answer=a) for q in prompts
+               for a in ("The Matrix", "The Dark Knight", "Star Wars")]
+    grouped.append(Probe(prompt="Name one river.", answer="The Nile"))
+    lists = ["1. The Matrix\n2. Alien\n3. Heat\n4. Jaws\n5. Up\n" * 6,
+             "1. Star Wars\n2. Brazil\n3. Ran\n4. Seven\n5. Big\n" * 6]
+    bucketed = [Probe(prompt="Who directed Titanic?", prefix="It was", answer="James Cameron"),
+                Probe(prompt="Recommend five films.", answer=lists[0]),
+                Probe(prompt="Name one river.", answer="The Nile"),
+                Probe(prompt="Recommend five other films.", answer=lists[1])]
+    return [encode(tok, ps, [p.answer for p in ps])
+            for ps in ([grouped[0]], grouped, bucketed)]
+
+
+def test_frozen_lower_layers_give_the_logits_and_lora_gradients_of_the_full_pass(tok):
+    """With a LoRA on layers 2-3 only, the cached inputs of layer 2 give, on a plain, a
+    grouped-prefix and a length-bucketed batch, the logits at every real position and the LoRA
+    gradients of the full pass, with the adapter on and off; layers 0-1 run once per distinct
+    row (a second call on the same rows runs none), layers 2-3 on every call."""
+    from aglora.model import forward
+    from aglora.model.adapter import adapter_disabled
+    from aglora.model.forward import first_trainable_layer, frozen_lower_layers, logits_at
+    pm, params = _upper_lora_in_training()
+    decoder = pm.get_base_model().get_decoder()
+    assert first_trainable_layer(decoder) == 2
+    rows = {0: 0, 2: 0}  # rows of the calls to layer 0 and layer 2
+    hooks = [decoder.layers[i].register_forward_pre_hook(
+        lambda m, a, i=i: rows.__setitem__(i, rows[i] + a[0].shape[0])) for i in rows]
+
+    def pass_of(batch):
+        logits = logits_at(pm, batch, batch.attention_mask)  # [n, vocab]
+        loss = torch.log_softmax(logits, -1)[:, :7].sum()
+        return logits.detach(), torch.autograd.grad(loss, params)
+
+    for batch in _ban_like_batches(tok):
+        full = pass_of(batch)
+        with torch.no_grad(), adapter_disabled(pm):
+            base_full = logits_at(pm, batch, batch.attention_mask)
+        with frozen_lower_layers(pm):
+            rows.update({0: 0, 2: 0})
+            cached = pass_of(batch)
+            lower_rows, upper_rows = rows[0], rows[2]
+            assert len(forward._LOWER[0].rows) == batch.input_ids.shape[0]  # each row cached
+            again = pass_of(batch)
+            with torch.no_grad(), adapter_disabled(pm):
+                base_cached = logits_at(pm, batch, batch.attention_mask)
+        assert lower_rows >= 1 and upper_rows >= 1
+        assert rows[0] == lower_rows and rows[2] == 3 * upper_rows  # no lower run after the first
+        for got in (cached, again):
+            torch.testing.assert_close(got[0], full[0], atol=1e-5, rtol=1e-5)
+            assert any(float(g.abs().max()) > 0 for g in full[1])
+            for a, b in zip(got[1], full[1], strict=True):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(base_cached, base_full, atol=1e-5, rtol=1e-5)
+    for hook in hooks:
+        hook.remove()
+    assert len(decoder.layers) == 4 and [layer.self_attn.layer_idx
+                                         for layer in decoder.layers] == [0, 1, 2, 3]
+
+
+def test_frozen_lower_layers_change_nothing_where_the_lowest_layer_trains(tok):
+    """A LoRA on every layer: nothing to skip, the context leaves the passes as they are."""
+    from aglora.model import forward
+    pm, _ = _lora_in_training()
+    with forward.frozen_lower_layers(pm):
+        assert forward._LOWER[0] is None

@@ -25,6 +25,16 @@ own, trimmed to its longest row and through its own shared prefixes, and the hid
 put back in the batch's order (zeros past each group's width). It is taken only where it runs under
 `BUCKET_SHARE` of the token positions of the one-pass path, counting `PASS_TOKENS` for each extra
 pass; `prefix_sharing(False)` turns it off too (it changes the layer calls).
+
+Training changes only the layers from the lowest one holding a trainable parameter up, so the
+inputs of that layer do not change from step to step. Inside `frozen_lower_layers(model)`, the
+decoder passes of `model` take them from a cache of the rows seen so far (a row's inputs depend
+only on its own tokens: right padding, causal attention) and run only the upper layers; rows
+met for the first time run the lower layers once, without gradients (their shared prefixes
+once, as above). That holds where the
+layers below take no part in training (masked LoRA, whose adapter sits in the masked layers
+only; the base view with the adapter off) and all layers are of one attention type; elsewhere
+the full pass runs. Tests check logits and LoRA gradients against the full pass.
 """
 
 from __future__ import annotations
@@ -60,6 +70,99 @@ def prefix_sharing(enabled: bool) -> Iterator[None]:
         yield
     finally:
         _PREFIX_SHARING[0] = before
+
+
+class LowerLayers:
+    """The inputs of `decoder`'s layer `start` for each row seen so far (keyed by the row's
+    tokens), for a decoder whose layers below `start` do not change while it is in use."""
+
+    def __init__(self, decoder: nn.Module, start: int) -> None:
+        self.decoder, self.start = decoder, start
+        self.rows: dict[tuple[int, ...], torch.Tensor] = {}  # tokens -> [n_tokens, d_model]
+
+    def inputs(self, batch: Batch) -> torch.Tensor:
+        """[batch, seq, d_model]: layer `start`'s inputs at each row's tokens (zeros past them)."""
+        lengths = batch.attention_mask.sum(-1).tolist()
+        keys = [tuple(batch.input_ids[b, :n].tolist()) for b, n in enumerate(lengths)]
+        missing = sorted({k: b for b, k in enumerate(keys) if k not in self.rows}.values())
+        if missing:
+            sub = batch.select(missing)
+            share = _PREFIX_SHARING[0] and len(missing) > 1
+            with torch.no_grad(), _layer_range(self.decoder, 0, self.start):
+                hidden = _hidden(self.decoder, sub, share, None)  # [m, w, d_model]
+            for j, b in enumerate(missing):
+                self.rows[keys[b]] = hidden[j, : lengths[b]].clone()
+        n_rows, width = batch.input_ids.shape
+        d_model = next(iter(self.rows.values())).shape[-1]
+        out = torch.zeros(n_rows, width, d_model, device=batch.input_ids.device,
+                          dtype=next(iter(self.rows.values())).dtype)
+        for b, key in enumerate(keys):
+            out[b, : lengths[b]] = self.rows[key]
+        return out
+
+    def upper(self, **kwargs) -> torch.Tensor:
+        """The decoder's layers from `start` up (and its final norm) on `inputs_embeds` that are
+        layer `start`'s inputs -> last hidden states."""
+        with _layer_range(self.decoder, self.start, len(self.decoder.layers)):
+            return self.decoder(**kwargs).last_hidden_state
+
+
+_LOWER: list[LowerLayers | None] = [None]  # set by `frozen_lower_layers`
+
+
+def first_trainable_layer(decoder: nn.Module) -> int | None:
+    """The lowest decoder layer holding a parameter that requires a gradient; 0 if the
+    embeddings do, None if nothing does."""
+    if any(p.requires_grad for p in decoder.get_input_embeddings().parameters()):
+        return 0
+    for i, layer in enumerate(decoder.layers):
+        if any(p.requires_grad for p in layer.parameters()):
+            return i
+    return None
+
+
+@contextmanager
+def frozen_lower_layers(model: nn.Module) -> Iterator[None]:
+    """Inside, `model`'s decoder passes run the layers below its lowest trainable one once per
+    distinct row (module docstring); the parameters' trainability must not change inside.
+    Nothing changes where there is nothing to skip or the layers are of several types."""
+    decoder = causal_lm(model).get_decoder()
+    start = first_trainable_layer(decoder)
+    types = set(getattr(decoder.config, "layer_types", None) or [None])
+    usable = (start is not None and start > 0 and len(types) == 1
+              and hasattr(decoder, "layers") and hasattr(decoder, "norm"))
+    before = _LOWER[0]
+    _LOWER[0] = LowerLayers(decoder, start) if usable else None
+    try:
+        yield
+    finally:
+        _LOWER[0] = before
+
+
+@contextmanager
+def _layer_range(decoder: nn.Module, lo: int, hi: int) -> Iterator[None]:
+    """Inside, `decoder` runs only its layers lo..hi-1, their attention re-indexed from 0 (their
+    keys and values fill a cache from its first layer), and its final norm only if hi is the
+    top (else the last hidden state is layer hi's input)."""
+    layers, norm = decoder.layers, decoder.norm
+    chosen = list(layers)[lo:hi]
+    indices = [layer.self_attn.layer_idx for layer in chosen]
+    decoder.layers = nn.ModuleList(chosen)
+    if hi < len(layers):
+        decoder.norm = nn.Identity()
+    for i, layer in enumerate(chosen):
+        layer.self_attn.layer_idx = i
+    try:
+        yield
+    finally:
+        for layer, index in zip(chosen, indices, strict=True):
+            layer.self_attn.layer_idx = index
+        decoder.layers, decoder.norm = layers, norm
+
+
+def _lower_for(decoder: nn.Module) -> LowerLayers | None:
+    lower = _LOWER[0]
+    return lower if lower is not None and lower.decoder is decoder else None
 
 
 def shared_prefix_length(batch: Batch) -> int:
@@ -151,19 +254,30 @@ def decoder_hidden(decoder: nn.Module, batch: Batch, share_prefix: bool = True) 
     # Gradient checkpointing turns the cache off in training: the rows would lose the prefix.
     checkpointing = decoder.training and getattr(decoder, "gradient_checkpointing", False)
     on = share_prefix and _PREFIX_SHARING[0] and not checkpointing and n_rows > 1
-    if not on:
-        return _plain_hidden(decoder, batch)
+    return _hidden(decoder, batch, on, _lower_for(decoder))
+
+
+def _hidden(decoder: nn.Module, batch: Batch, share: bool,
+            lower: LowerLayers | None) -> torch.Tensor:
+    """`decoder_hidden` with prefix sharing and length buckets if `share`, from `lower`'s
+    cached inputs if given."""
+    if not share:
+        return _plain_hidden(decoder, batch, lower)
     whole = _grouped_layout(batch)
     plan = _bucket_plan(batch, whole)
     if plan is None:
-        return _one_pass_hidden(decoder, batch, whole)
-    return _bucketed_hidden(decoder, batch, plan)
+        return _one_pass_hidden(decoder, batch, whole, lower)
+    return _bucketed_hidden(decoder, batch, plan, lower)
 
 
 Layout = tuple[list[int], list[int]]  # (prefix length per row, the row that holds it)
 
 
-def _plain_hidden(decoder: nn.Module, batch: Batch) -> torch.Tensor:
+def _plain_hidden(decoder: nn.Module, batch: Batch,
+                  lower: LowerLayers | None = None) -> torch.Tensor:
+    if lower is not None:
+        return lower.upper(inputs_embeds=lower.inputs(batch),
+                           attention_mask=batch.attention_mask)
     return decoder(input_ids=batch.input_ids,
                    attention_mask=batch.attention_mask).last_hidden_state
 
@@ -189,10 +303,11 @@ def _one_pass_tokens(batch: Batch, layout: Layout | None) -> int:
     return padded_tokens(list(zip(*layout, strict=True)), batch.attention_mask.sum(-1).tolist())
 
 
-def _one_pass_hidden(decoder: nn.Module, batch: Batch, layout: Layout | None) -> torch.Tensor:
+def _one_pass_hidden(decoder: nn.Module, batch: Batch, layout: Layout | None,
+                     lower: LowerLayers | None = None) -> torch.Tensor:
     if layout is None:
-        return _plain_hidden(decoder, batch)
-    return _grouped_hidden(decoder, batch, *layout)
+        return _plain_hidden(decoder, batch, lower)
+    return _grouped_hidden(decoder, batch, *layout, lower=lower)
 
 
 def length_buckets(batch: Batch) -> list[list[int]] | None:
@@ -238,13 +353,14 @@ def _bucket_plan(batch: Batch, whole: Layout | None
 
 
 def _bucketed_hidden(decoder: nn.Module, batch: Batch,
-                     plan: list[tuple[list[int], Batch, Layout | None]]) -> torch.Tensor:
+                     plan: list[tuple[list[int], Batch, Layout | None]],
+                     lower: LowerLayers | None = None) -> torch.Tensor:
     """`decoder_hidden` group by group (`_bucket_plan`), the hidden states put back in the
     batch's row order [batch, seq, d_model] (zeros past each group's width)."""
     width = batch.input_ids.shape[1]
     parts, rows = [], []
     for group, sub, layout in plan:
-        hidden = _one_pass_hidden(decoder, sub, layout)  # [g, w_g, d_model]
+        hidden = _one_pass_hidden(decoder, sub, layout, lower)  # [g, w_g, d_model]
         parts.append(nn.functional.pad(hidden, (0, 0, 0, width - hidden.shape[1])))
         rows.extend(group)
     inverse = torch.argsort(torch.tensor(rows, device=batch.input_ids.device))
@@ -252,10 +368,11 @@ def _bucketed_hidden(decoder: nn.Module, batch: Batch,
 
 
 def _grouped_hidden(decoder: nn.Module, batch: Batch, prefix: list[int],
-                    source: list[int]) -> torch.Tensor:
+                    source: list[int], lower: LowerLayers | None = None) -> torch.Tensor:
     """`decoder_hidden` through distinct prefixes: one pass over the prefixes (right-padded),
     their keys and values picked for each row, one pass over each row's own tokens after its
-    prefix (positions go on from the prefix's end); gradients flow through the prefixes."""
+    prefix (positions go on from the prefix's end); gradients flow through the prefixes. With
+    `lower`, both passes start at its layer from the cached inputs of the same positions."""
     from transformers import DynamicCache
 
     ids, mask = batch.input_ids, batch.attention_mask
@@ -271,19 +388,25 @@ def _grouped_hidden(decoder: nn.Module, batch: Batch, prefix: list[int],
     cols = torch.arange(p_width, device=device)[None]  # [1, Pw]
     p_mask = (cols < torch.tensor([p for p, _ in runs], device=device)[:, None]).long()  # [R, Pw]
     cache = DynamicCache()
-    p_hidden = decoder(input_ids=p_ids, attention_mask=p_mask,
-                       position_ids=cols.expand(len(runs), -1), cache=cache,
-                       use_cache=True).last_hidden_state  # [R, Pw, d_model]
+    run = decoder if lower is None else lower.upper
+    inputs = None if lower is None else lower.inputs(batch)  # [batch, seq, d_model]
+    first = ({"input_ids": p_ids} if inputs is None
+             else {"inputs_embeds": inputs[[s for _, s in runs], :p_width]})
+    p_hidden = _last(run(**first, attention_mask=p_mask,
+                         position_ids=cols.expand(len(runs), -1), cache=cache,
+                         use_cache=True))  # [R, Pw, d_model]
     cache.batch_select_indices(row_run)
     starts = torch.tensor(prefix, device=device)  # [batch]
     own_cols = starts[:, None] + torch.arange(own_width, device=device)[None]  # [batch, Wo]
     inside = own_cols < width
-    own_ids = torch.where(inside, ids.gather(1, own_cols.clamp_max(width - 1)), 0)
-    own_mask = torch.where(inside, mask.gather(1, own_cols.clamp_max(width - 1)), 0)
-    o_hidden = decoder(input_ids=own_ids,
-                       attention_mask=torch.cat([p_mask[row_run], own_mask], 1),
-                       position_ids=own_cols, cache=cache,
-                       use_cache=True).last_hidden_state  # [batch, Wo, d_model]
+    at = own_cols.clamp_max(width - 1)  # [batch, Wo]
+    own_mask = torch.where(inside, mask.gather(1, at), 0)
+    second = ({"input_ids": torch.where(inside, ids.gather(1, at), 0)} if inputs is None
+              else {"inputs_embeds": inputs.gather(
+                  1, at[..., None].expand(-1, -1, inputs.shape[-1]))})  # [batch, Wo, d_model]
+    o_hidden = _last(run(**second, attention_mask=torch.cat([p_mask[row_run], own_mask], 1),
+                         position_ids=own_cols, cache=cache,
+                         use_cache=True))  # [batch, Wo, d_model]
     # Each (row, column) of the batch from the prefix pass (column < its prefix) or its own pass.
     d_model = p_hidden.shape[-1]
     source_rows = torch.cat([p_hidden.reshape(-1, d_model), o_hidden.reshape(-1, d_model)])
@@ -293,6 +416,11 @@ def _grouped_hidden(decoder: nn.Module, batch: Batch, prefix: list[int],
                 + (col - starts[:, None]).clamp(0, own_width - 1))
     index = torch.where(col < starts[:, None], from_prefix, from_own)  # [batch, seq]
     return source_rows[index.reshape(-1)].reshape(n_rows, width, d_model)
+
+
+def _last(out) -> torch.Tensor:
+    """The last hidden state of a decoder call (a model output, or `LowerLayers.upper`'s)."""
+    return out if isinstance(out, torch.Tensor) else out.last_hidden_state
 
 
 def logits_at(model: nn.Module, batch: Batch, positions: torch.Tensor,

@@ -35,7 +35,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
@@ -47,6 +47,7 @@ from aglora.concepts import Probe
 from aglora.config import TrainConfig
 from aglora.errors import AgloraError
 from aglora.model.adapter import trainable_parameters
+from aglora.model.forward import frozen_lower_layers
 from aglora.model.likelihood import choice_summary, score_options
 from aglora.pipeline.train.disruption import DisruptionMask
 from aglora.pipeline.train.objectives import AnswerObjective
@@ -267,141 +268,144 @@ def train(model: nn.Module, tok, forget: list[Probe], retain: list[Probe], cfg: 
     params = trainable_parameters(model) if params is None else params
     if not params:
         raise AgloraError("no trainable LoRA parameters: attach an adapter first")
-    if objective is None:
-        objective = AnswerObjective(model, tok, forget, retain, cfg, refusals, alternatives,
-                                    reference, names, name_layer)
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    device = next(model.parameters()).device
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    launch = ranks()
-    shares = (Shares(launch, objective, tok, forget, retain, params, _sharded(params))
-              if launch.launched else None)
-    disruption = _disruption_mask(cfg, objective, params, shares is not None)
-    sharpness = _sharpness(cfg, params, shares is not None)
-    agreed = shares.agreed if shares is not None else _now  # steering decisions: the main's
-    choice_index = [i for i, p in enumerate(forget) if p.has_choice]  # choice item -> forget
-    checked = (agreed(lambda: known_at_base(model, tok, validation, reference)) if validation
-               else None)
-    if validation and not checked:
-        raise AgloraError("the base model knows none of the validation forget items (no answer "
-                          "beats its distractors); run `aglora check SPEC` and keep the items it "
-                          "knows")
-    choice_items = checked or [forget[i] for i in choice_index]
-    guarded = (agreed(lambda: known_at_base(model, tok, retain_validation, reference))
-               if retain_validation and cfg.stop_retain_accuracy is not None else [])
-    on_training_items = checked is None
-    item_weight = torch.ones(len(forget))  # [n_forget] forget-term weight per item
-    chance = chance_level(choice_items)
-    checker = GoalChecker(choice_items, cfg, chance)
-    phrases = refusals or []
-    refusal_items, over_refusal_items = _refusal_check_items(cfg, forget, validation,
-                                                             retain_validation)
-    f_cycle = (ContextCycler(forget, cfg.batch_size, rng) if cfg.batch_by_context
-               else Cycler(len(forget), cfg.batch_size, rng))
-    r_draw = (RetainDraw(forget, retain, cfg.batch_size, rng, cfg.pair_shared_answers)
-              if retain else None)
-    result = TrainResult()
-    start = time.time()
-    model.train()
-    try:
-        for step in range(1, cfg.max_steps + 1):
-            f_idx = f_cycle.next()
-            # the forget term's draws, for the sharpness rule's second forget pass
-            rng_state = rng.getstate() if sharpness is not None else None
-            if shares is None:
-                step_losses = _whole_step(model, objective, f_idx, r_draw, item_weight, rng,
-                                          device)
-            else:
-                retain_batch = (partial(r_draw.next, f_idx)
-                                if r_draw is not None and objective.uses_retain else None)
-                step_losses = shares.losses(model, f_idx, retain_batch, item_weight, rng,
-                                            device)
-            if not math.isfinite(step_losses.total):
-                raise AgloraError(f"training diverged at step {step} (loss "
-                                  f"{step_losses.total}); lower train.lr or use the npo "
-                                  "objective")
-            opt.zero_grad(set_to_none=True)
-            if disruption is not None:
-                disruption.backward(step_losses.forget_term, step_losses.weighted_retain)
-            elif sharpness is not None:
-                sharpness.backward(step_losses.forget_term, step_losses.weighted_retain,
-                                   partial(_forget_again, objective, model, f_idx,
-                                           item_weight, rng_state, device))
-            else:
-                step_losses.loss.backward()
-            if shares is not None:
-                shares.reduce_grads(params)
-            opt.step()
-            row = {"step": step, "loss": step_losses.total,
-                   "forget_loss": step_losses.forget, "retain_loss": step_losses.retain}
-            if disruption is not None:
-                row["forget_entries_kept"] = disruption.kept_share
-            if sharpness is not None:
-                row.update(sharpness_rho=sharpness.rho, sharpness_rise=sharpness.rise)
-            if step_losses.retain_kl is not None:
-                row["retain_kl"] = step_losses.retain_kl
-            row["seconds"] = time.time() - start
-            if choice_items and step % cfg.check_every == 0:
-                check_start = time.time()
-                model.eval()
-                # confirm: a stop may be declared at this check
-                check = agreed(partial(checker.check, model, tok, step >= cfg.min_steps))
-                refused = True
-                if refusal_items:
-                    share = agreed(partial(refusal_share, model, tok, refusal_items, phrases))
-                    row["refusal_share"] = share
-                    refused = share >= cfg.stop_refusal_share
-                    if over_refusal_items:
-                        row["retain_validation_refusal_share"] = agreed(partial(
-                            refusal_share, model, tok, over_refusal_items, phrases))
-                model.train()
-                row.update(train_forget_accuracy=check.accuracy,
-                           train_forget_margin=check.margin, check_items=check.scored,
-                           check_answers_at_goal=len(check.answers_at_goal))
-                if len(check.answer_accuracy) > 1:
-                    row["check_answer_accuracy"] = dict(check.answer_accuracy)
-                    row["check_lagging_answers"] = sorted(
-                        set(check.answer_accuracy) - check.answers_at_goal)
-                if cfg.focus_lagging_answers and on_training_items:
-                    row["answers_at_goal"] = sorted(check.answers_at_goal)
-                    active = [i for i, p in enumerate(forget)
-                              if (p.answer or "") not in check.answers_at_goal]
-                    f_cycle.restrict(active or list(range(len(forget))))
-                if cfg.forget_weight_at_goal != 1.0 and on_training_items:
-                    item_weight.fill_(1.0)
-                    item_weight[[choice_index[i] for i in check.items_at_goal]] = (
-                        cfg.forget_weight_at_goal)
-                    row["forget_items_at_goal"] = len(check.items_at_goal)
-                if check.met and refused and step >= cfg.min_steps:
-                    result.stopped_early = True
-                    result.stop_reason = ("forget items at the goal" if not refusal_items else
-                                          "forget items at the goal, refusals at their share")
-                if guarded:
-                    kept = agreed(lambda: choice_summary(
-                        score_options(model, tok, guarded, batch_size=64))[0])
-                    row["retain_validation_accuracy"] = kept
-                    if kept < cfg.stop_retain_accuracy and not result.stopped_early:
-                        result.stopped_early = True
-                        result.stop_reason = "neighbour guard"
-                row["check_seconds"] = time.time() - check_start
-                result.check_seconds += row["check_seconds"]
+    # the layers below the lowest trainable one run once per distinct row (one process only:
+    # under a launch every process must make the same layer calls)
+    with frozen_lower_layers(model) if not ranks().launched else nullcontext():
+        if objective is None:
+            objective = AnswerObjective(model, tok, forget, retain, cfg, refusals, alternatives,
+                                        reference, names, name_layer)
+        torch.manual_seed(cfg.seed)
+        rng = random.Random(cfg.seed)
+        device = next(model.parameters()).device
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        launch = ranks()
+        shares = (Shares(launch, objective, tok, forget, retain, params, _sharded(params))
+                  if launch.launched else None)
+        disruption = _disruption_mask(cfg, objective, params, shares is not None)
+        sharpness = _sharpness(cfg, params, shares is not None)
+        agreed = shares.agreed if shares is not None else _now  # steering decisions: the main's
+        choice_index = [i for i, p in enumerate(forget) if p.has_choice]  # choice item -> forget
+        checked = (agreed(lambda: known_at_base(model, tok, validation, reference)) if validation
+                   else None)
+        if validation and not checked:
+            raise AgloraError("the base model knows none of the validation forget items (no "
+                              "answer beats its distractors); run `aglora check SPEC` and keep "
+                              "the items it knows")
+        choice_items = checked or [forget[i] for i in choice_index]
+        guarded = (agreed(lambda: known_at_base(model, tok, retain_validation, reference))
+                   if retain_validation and cfg.stop_retain_accuracy is not None else [])
+        on_training_items = checked is None
+        item_weight = torch.ones(len(forget))  # [n_forget] forget-term weight per item
+        chance = chance_level(choice_items)
+        checker = GoalChecker(choice_items, cfg, chance)
+        phrases = refusals or []
+        refusal_items, over_refusal_items = _refusal_check_items(cfg, forget, validation,
+                                                                 retain_validation)
+        f_cycle = (ContextCycler(forget, cfg.batch_size, rng) if cfg.batch_by_context
+                   else Cycler(len(forget), cfg.batch_size, rng))
+        r_draw = (RetainDraw(forget, retain, cfg.batch_size, rng, cfg.pair_shared_answers)
+                  if retain else None)
+        result = TrainResult()
+        start = time.time()
+        model.train()
+        try:
+            for step in range(1, cfg.max_steps + 1):
+                f_idx = f_cycle.next()
+                # the forget term's draws, for the sharpness rule's second forget pass
+                rng_state = rng.getstate() if sharpness is not None else None
+                if shares is None:
+                    step_losses = _whole_step(model, objective, f_idx, r_draw, item_weight, rng,
+                                              device)
+                else:
+                    retain_batch = (partial(r_draw.next, f_idx)
+                                    if r_draw is not None and objective.uses_retain else None)
+                    step_losses = shares.losses(model, f_idx, retain_batch, item_weight, rng,
+                                                device)
+                if not math.isfinite(step_losses.total):
+                    raise AgloraError(f"training diverged at step {step} (loss "
+                                      f"{step_losses.total}); lower train.lr or use the npo "
+                                      "objective")
+                opt.zero_grad(set_to_none=True)
+                if disruption is not None:
+                    disruption.backward(step_losses.forget_term, step_losses.weighted_retain)
+                elif sharpness is not None:
+                    sharpness.backward(step_losses.forget_term, step_losses.weighted_retain,
+                                       partial(_forget_again, objective, model, f_idx,
+                                               item_weight, rng_state, device))
+                else:
+                    step_losses.loss.backward()
+                if shares is not None:
+                    shares.reduce_grads(params)
+                opt.step()
+                row = {"step": step, "loss": step_losses.total,
+                       "forget_loss": step_losses.forget, "retain_loss": step_losses.retain}
+                if disruption is not None:
+                    row["forget_entries_kept"] = disruption.kept_share
+                if sharpness is not None:
+                    row.update(sharpness_rho=sharpness.rho, sharpness_rise=sharpness.rise)
+                if step_losses.retain_kl is not None:
+                    row["retain_kl"] = step_losses.retain_kl
                 row["seconds"] = time.time() - start
-            result.history.append(row)
-            log(progress_line(row))
-            result.steps = step
-            if result.stopped_early:
-                break
-        model.eval()
-        if cfg.check_final_full and choice_items:
-            check_start = time.time()
-            result.final_check = agreed(lambda: checker.full(model, tok))
-            result.final_check["seconds"] = time.time() - check_start
-            result.check_seconds += result.final_check["seconds"]
-    finally:
-        model.eval()
-    result.seconds = time.time() - start
-    return result
+                if choice_items and step % cfg.check_every == 0:
+                    check_start = time.time()
+                    model.eval()
+                    # confirm: a stop may be declared at this check
+                    check = agreed(partial(checker.check, model, tok, step >= cfg.min_steps))
+                    refused = True
+                    if refusal_items:
+                        share = agreed(partial(refusal_share, model, tok, refusal_items, phrases))
+                        row["refusal_share"] = share
+                        refused = share >= cfg.stop_refusal_share
+                        if over_refusal_items:
+                            row["retain_validation_refusal_share"] = agreed(partial(
+                                refusal_share, model, tok, over_refusal_items, phrases))
+                    model.train()
+                    row.update(train_forget_accuracy=check.accuracy,
+                               train_forget_margin=check.margin, check_items=check.scored,
+                               check_answers_at_goal=len(check.answers_at_goal))
+                    if len(check.answer_accuracy) > 1:
+                        row["check_answer_accuracy"] = dict(check.answer_accuracy)
+                        row["check_lagging_answers"] = sorted(
+                            set(check.answer_accuracy) - check.answers_at_goal)
+                    if cfg.focus_lagging_answers and on_training_items:
+                        row["answers_at_goal"] = sorted(check.answers_at_goal)
+                        active = [i for i, p in enumerate(forget)
+                                  if (p.answer or "") not in check.answers_at_goal]
+                        f_cycle.restrict(active or list(range(len(forget))))
+                    if cfg.forget_weight_at_goal != 1.0 and on_training_items:
+                        item_weight.fill_(1.0)
+                        item_weight[[choice_index[i] for i in check.items_at_goal]] = (
+                            cfg.forget_weight_at_goal)
+                        row["forget_items_at_goal"] = len(check.items_at_goal)
+                    if check.met and refused and step >= cfg.min_steps:
+                        result.stopped_early = True
+                        result.stop_reason = ("forget items at the goal" if not refusal_items else
+                                              "forget items at the goal, refusals at their share")
+                    if guarded:
+                        kept = agreed(lambda: choice_summary(
+                            score_options(model, tok, guarded, batch_size=64))[0])
+                        row["retain_validation_accuracy"] = kept
+                        if kept < cfg.stop_retain_accuracy and not result.stopped_early:
+                            result.stopped_early = True
+                            result.stop_reason = "neighbour guard"
+                    row["check_seconds"] = time.time() - check_start
+                    result.check_seconds += row["check_seconds"]
+                    row["seconds"] = time.time() - start
+                result.history.append(row)
+                log(progress_line(row))
+                result.steps = step
+                if result.stopped_early:
+                    break
+            model.eval()
+            if cfg.check_final_full and choice_items:
+                check_start = time.time()
+                result.final_check = agreed(lambda: checker.full(model, tok))
+                result.final_check["seconds"] = time.time() - check_start
+                result.check_seconds += result.final_check["seconds"]
+        finally:
+            model.eval()
+        result.seconds = time.time() - start
+        return result
 
 
 def _refusal_check_items(cfg: TrainConfig, forget: list[Probe], validation: list[Probe] | None,
