@@ -346,3 +346,17 @@ def test_frozen_lower_layers_change_nothing_where_the_lowest_layer_trains(tok):
     pm, _ = _lora_in_training()
     with forward.frozen_lower_layers(pm):
         assert forward._LOWER[0] is None
+
+
+def test_frozen_lower_layers_past_the_cache_limit_still_give_the_full_pass(tok, monkeypatch):
+    """With no room in the cache, every call runs the lower layers again, with the same logits."""
+    from aglora.model import forward
+    pm, _ = _upper_lora_in_training()
+    monkeypatch.setattr(forward, "LOWER_CACHE_BYTES", 0)
+    batch = _ban_like_batches(tok)[1]
+    with torch.no_grad():
+        full = forward.logits_at(pm, batch, batch.attention_mask)
+        with forward.frozen_lower_layers(pm):
+            cached = forward.logits_at(pm, batch, batch.attention_mask)
+            assert forward._LOWER[0].rows == {} and forward._LOWER[0].bytes == 0
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)

@@ -72,6 +72,9 @@ def prefix_sharing(enabled: bool) -> Iterator[None]:
         _PREFIX_SHARING[0] = before
 
 
+LOWER_CACHE_BYTES = 2 << 30  # the cached lower-layer inputs stop growing at 2 GiB
+
+
 class LowerLayers:
     """The inputs of `decoder`'s layer `start` for each row seen so far (keyed by the row's
     tokens), for a decoder whose layers below `start` do not change while it is in use."""
@@ -79,25 +82,30 @@ class LowerLayers:
     def __init__(self, decoder: nn.Module, start: int) -> None:
         self.decoder, self.start = decoder, start
         self.rows: dict[tuple[int, ...], torch.Tensor] = {}  # tokens -> [n_tokens, d_model]
+        self.bytes = 0
 
     def inputs(self, batch: Batch) -> torch.Tensor:
-        """[batch, seq, d_model]: layer `start`'s inputs at each row's tokens (zeros past them)."""
+        """[batch, seq, d_model]: layer `start`'s inputs at each row's tokens (zeros past them).
+        Rows met for the first time are kept while the cache holds under `LOWER_CACHE_BYTES`."""
         lengths = batch.attention_mask.sum(-1).tolist()
         keys = [tuple(batch.input_ids[b, :n].tolist()) for b, n in enumerate(lengths)]
         missing = sorted({k: b for b, k in enumerate(keys) if k not in self.rows}.values())
+        fresh: dict[tuple[int, ...], torch.Tensor] = {}
         if missing:
             sub = batch.select(missing)
             share = _PREFIX_SHARING[0] and len(missing) > 1
             with torch.no_grad(), _layer_range(self.decoder, 0, self.start):
                 hidden = _hidden(self.decoder, sub, share, None)  # [m, w, d_model]
             for j, b in enumerate(missing):
-                self.rows[keys[b]] = hidden[j, : lengths[b]].clone()
-        n_rows, width = batch.input_ids.shape
-        d_model = next(iter(self.rows.values())).shape[-1]
-        out = torch.zeros(n_rows, width, d_model, device=batch.input_ids.device,
-                          dtype=next(iter(self.rows.values())).dtype)
-        for b, key in enumerate(keys):
-            out[b, : lengths[b]] = self.rows[key]
+                fresh[keys[b]] = row = hidden[j, : lengths[b]].clone()  # [n_b, d_model]
+                size = row.numel() * row.element_size()
+                if self.bytes + size <= LOWER_CACHE_BYTES:
+                    self.rows[keys[b]] = row
+                    self.bytes += size
+        rows = [self.rows[k] if k in self.rows else fresh[k] for k in keys]  # [n_b, d_model]
+        out = rows[0].new_zeros(len(rows), batch.input_ids.shape[1], rows[0].shape[-1])
+        for b, row in enumerate(rows):
+            out[b, : lengths[b]] = row
         return out
 
     def upper(self, **kwargs) -> torch.Tensor:
