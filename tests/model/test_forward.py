@@ -71,15 +71,18 @@ def test_shared_prefix_length(rows, expected):
     assert shared_prefix_length(_batch(rows)) == expected
 
 
-def _lora_in_training():
-    """A tiny model with a LoRA on every neuron, lora_B away from zero, in training mode:
-    (peft model, its trainable parameters)."""
+def _lora_in_training(mask: torch.Tensor | None = None):
+    """A tiny model with a LoRA on the neurons of `mask` [layers, 48] (default: every neuron of
+    3 layers), lora_B away from zero, in training mode: (peft model, its trainable parameters)."""
     from aglora.config import LoraConfig
     from aglora.model.adapter import attach_lora, trainable_parameters
     from aglora.model.neurons import NeuronMask
     from tests.tiny import make_model
+    mask = torch.ones(3, 48) if mask is None else mask
     torch.manual_seed(0)
-    pm = attach_lora(make_model(), NeuronMask(torch.ones(3, 48), [0, 1, 2]), LoraConfig(rank=4))
+    layers = mask.shape[0]
+    pm = attach_lora(make_model(layers=layers), NeuronMask(mask, list(range(layers))),
+                     LoraConfig(rank=4))
     for name, p in pm.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.2)
@@ -258,22 +261,11 @@ def test_length_bucketed_logits_and_lora_gradients_match_plain_path(tok):
 
 
 def _upper_lora_in_training():
-    """A 4-layer tiny model with a LoRA on layers 2 and 3 only, lora_B away from zero, in
-    training mode: (peft model, its trainable parameters)."""
-    from aglora.config import LoraConfig
-    from aglora.model.adapter import attach_lora, trainable_parameters
-    from aglora.model.neurons import NeuronMask
-    from tests.tiny import make_model
-    torch.manual_seed(0)
+    """`_lora_in_training` on 4 layers with neurons in layers 2 and 3 only."""
     m = torch.zeros(4, 48)
     m[2, [3, 9, 40]] = 1
     m[3, [0, 47]] = 1
-    pm = attach_lora(make_model(layers=4), NeuronMask(m, [0, 1, 2, 3]), LoraConfig(rank=4))
-    for name, p in pm.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.2)
-    pm.train()
-    return pm, trainable_parameters(pm)
+    return _lora_in_training(m)
 
 
 def _ban_like_batches(tok):
