@@ -31,9 +31,9 @@ inputs of that layer do not change from step to step. Inside `frozen_lower_layer
 decoder passes of `model` take them from a cache of the rows seen so far (a row's inputs depend
 only on its own tokens: right padding, causal attention) and run only the upper layers; rows
 met for the first time run the lower layers once, without gradients (their shared prefixes
-once, as above). That holds where the
-layers below take no part in training (masked LoRA, whose adapter sits in the masked layers
-only; the base view with the adapter off) and all layers are of one attention type; elsewhere
+once, as above). That holds where the layers below take no part in training (masked LoRA,
+whose adapter sits in the masked layers only; the base view with the adapter off) and all
+layers are of one attention type, each attention module carrying its cache index; elsewhere
 the full pass runs. Tests check logits and LoRA gradients against the full pass.
 """
 
@@ -120,10 +120,10 @@ _LOWER: list[LowerLayers | None] = [None]  # set by `frozen_lower_layers`
 
 def first_trainable_layer(decoder: nn.Module) -> int | None:
     """The lowest decoder layer holding a parameter that requires a gradient; 0 if the
-    embeddings do, None if nothing does."""
+    embeddings do, None if nothing does or the decoder keeps no `layers` list."""
     if any(p.requires_grad for p in decoder.get_input_embeddings().parameters()):
         return 0
-    for i, layer in enumerate(decoder.layers):
+    for i, layer in enumerate(getattr(decoder, "layers", [])):
         if any(p.requires_grad for p in layer.parameters()):
             return i
     return None
@@ -138,7 +138,9 @@ def frozen_lower_layers(model: nn.Module) -> Iterator[None]:
     start = first_trainable_layer(decoder)
     types = set(getattr(decoder.config, "layer_types", None) or [None])
     usable = (start is not None and start > 0 and len(types) == 1
-              and hasattr(decoder, "layers") and hasattr(decoder, "norm"))
+              and hasattr(decoder, "norm")
+              and all(hasattr(getattr(layer, "self_attn", None), "layer_idx")
+                      for layer in decoder.layers))
     before = _LOWER[0]
     _LOWER[0] = LowerLayers(decoder, start) if usable else None
     try:
