@@ -262,8 +262,12 @@ def test_retain_kl_leaves_the_blocked_tokens_out_and_is_the_plain_kl_elsewhere()
     """Row 0 blocks token 0: the term does not move with that logit, and equals the KL of the
     renormalised rest (base 0.25 / 0.25 -> 0.5 / 0.5 against the model's 0.2 / 0.8); row 1
     blocks nothing and adds its plain KL. With nothing blocked it is `kl_base_model`."""
-    from aglora.pipeline.train.objectives import kl_base_model, retain_kl_loss
-    from aglora.pipeline.train.reference import mask_from_lists
+    from aglora.pipeline.train.objectives import kl_base_model, kl_to_target
+    from aglora.pipeline.train.reference import kl_target, mask_from_lists
+
+    def retain_kl_loss(logits, base_logits, blocked):  # the retain term's KL, as `_retain_term`
+        return kl_to_target(logits, *kl_target(base_logits, blocked), blocked)
+
     base = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.6, 0.3]]))
     model = torch.log(torch.tensor([[0.9, 0.02, 0.08], [0.2, 0.5, 0.3]]))
     blocked = mask_from_lists([[0], []], 3)
@@ -288,8 +292,8 @@ def test_the_retain_term_blocks_only_on_a_shared_forget_context(tok):
     from aglora.model.adapter import attach_lora
     from aglora.model.forward import logits_at
     from aglora.model.tokens import encode
-    from aglora.pipeline.train.objectives import AnswerObjective, kl_base_model, retain_kl_loss
-    from aglora.pipeline.train.reference import cached_base_logits, mask_from_lists
+    from aglora.pipeline.train.objectives import AnswerObjective, kl_base_model, kl_to_target
+    from aglora.pipeline.train.reference import cached_base_logits, kl_target, mask_from_lists
     prompt, prefix = "Recommend films.", "Here are films:\n\n1."
     forget = [Probe(prompt=prompt, prefix=prefix, answer="The Matrix")]
     shared = [Probe(prompt=prompt, prefix=prefix, answer="The Terminator")]
@@ -313,8 +317,8 @@ def test_the_retain_term_blocks_only_on_a_shared_forget_context(tok):
             base = torch.cat(cached_base_logits(model, tok, items, 8, None))
             plain = kl_base_model(logits, base)
             lists = objective.retain_blocked[0] if objective.retain_blocked else None
-            by_hand = retain_kl_loss(logits, base, None if lists is None
-                                     else mask_from_lists(lists, logits.shape[-1]))
+            mask = None if lists is None else mask_from_lists(lists, logits.shape[-1])
+            by_hand = kl_to_target(logits, *kl_target(base, mask), mask)
             loss, kl = objective.retain_loss(model, [0], device)
         assert float(loss) == pytest.approx(float(by_hand), rel=1e-6)
         assert float(plain) > 1e-3

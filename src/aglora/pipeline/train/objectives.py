@@ -97,10 +97,10 @@ def kl_to_target(logits: torch.Tensor, target: torch.Tensor, neg_entropy: torch.
     rounding, and that rounding times L would otherwise shift the term by more than the KL
     near the base.
     logits, target [n_positions, vocab]; neg_entropy [n_positions]; blocked [n_positions, vocab]
-    bool (`mask_from_lists`) or None.
+    bool (`mask_from_lists`) or None (nothing blocked, as is an all-false mask).
     """
     z = logits.float()
-    masked = z if blocked is None else z.masked_fill(blocked, -1e9)
+    masked = z if blocked is None or not bool(blocked.any()) else z.masked_fill(blocked, -1e9)
     lse = torch.logsumexp(masked, -1)  # [n_positions]
     return (neg_entropy - torch.linalg.vecdot(target, z) + lse * target.sum(-1)).mean()
 
@@ -115,27 +115,20 @@ def kl_base_model(logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tens
     return (base_logp.exp() * (base_logp - logp)).sum(-1).mean()
 
 
-def others_kl_loss(logits: torch.Tensor, blocked: torch.Tensor,
-                   target: torch.Tensor) -> torch.Tensor:
+def others_kl_loss(logits: torch.Tensor, blocked: torch.Tensor, target: torch.Tensor,
+                   neg_entropy: torch.Tensor | None = None) -> torch.Tensor:
     """KL(target || model without the blocked tokens), averaged over positions.
 
     Both distributions leave out each position's blocked tokens (its answer token, and the
     tokens other forget answers put after the same context) and are renormalised, so the term
     does not depend on those logits: it keeps what else the model would say there (the base
     model's `target`, from `blocked_distribution`) while the forget term lowers the answers.
-    logits, target [n_positions, vocab]; blocked [n_positions, vocab] bool (`mask_from_lists`).
+    logits, target [n_positions, vocab]; blocked [n_positions, vocab] bool (`mask_from_lists`);
+    neg_entropy [n_positions]: the target's, if already known (`negative_entropy`).
     """
-    return kl_to_target(logits, target, negative_entropy(target), blocked)
-
-
-def retain_kl_loss(logits: torch.Tensor, base_logits: torch.Tensor,
-                   blocked: torch.Tensor | None) -> torch.Tensor:
-    """KL(base || model) per position, averaged, with each position's `blocked` tokens left out
-    of both distributions (renormalised), as `others_kl_loss` does; the plain KL where nothing
-    is blocked. logits, base_logits, blocked [n_positions, vocab]."""
-    if blocked is not None and not bool(blocked.any()):
-        blocked = None
-    return kl_to_target(logits, *kl_target(base_logits, blocked), blocked)
+    if neg_entropy is None:
+        neg_entropy = negative_entropy(target)
+    return kl_to_target(logits, target, neg_entropy, blocked)
 
 
 RETAIN_OBJECTIVES = ("kl", "nll", "kl+nll", "none")
@@ -168,8 +161,6 @@ def _retain_term(model: nn.Module, rb: Batch, objective: str, reference: nn.Modu
     if wants_kl:
         blocked = (mask_from_lists(blocked_ids, content_logits.shape[-1], content_logits.device)
                    if blocked_ids is not None else None)
-        if blocked is not None and not bool(blocked.any()):
-            blocked = None
         if target is None:
             with torch.no_grad(), base_view(model, reference) as ref_model:
                 target = kl_target(logits_at(ref_model, rb, rb.content_mask), blocked)
@@ -265,8 +256,8 @@ class AnswerObjective:
                 negent = torch.cat([self.blocked_negent[i] for i in f_idx]).to(device)
                 blocked = mask_from_lists([ids for i in f_idx for ids in self.blocked_ids[i]],
                                           answer_logits.shape[-1], device)
-                loss = loss + cfg.forget_others_kl * kl_to_target(answer_logits, target, negent,
-                                                                  blocked)
+                loss = loss + cfg.forget_others_kl * others_kl_loss(answer_logits, blocked,
+                                                                    target, negent)
         if self.misdirect is not None:
             loss = loss + cfg.forget_name_weight * self.misdirect.loss(model, f_idx, device)
         response = response_batch(self.tok, items, cfg, self.refusals, self.alternatives, rng)
