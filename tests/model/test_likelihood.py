@@ -98,3 +98,63 @@ def test_an_option_shared_by_probes_of_one_context_is_scored_once(model, tok, mo
     ref = score_options_reference(model, tok, probes)
     for f, r in zip(fast, ref, strict=True):
         torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)
+
+
+def test_inside_frozen_lower_layers_options_are_scored_as_rows_through_the_cache(tok):
+    """During training (a LoRA on layers 2-3 of 4, inside `frozen_lower_layers`) the options
+    are scored as context+option rows: the reference's scores on probes that share contexts and
+    options, a row's lower layers run on its first visit only, and the KV path stays untouched
+    outside."""
+    from aglora.config import LoraConfig
+    from aglora.model import forward
+    from aglora.model.adapter import attach_lora
+    from aglora.model.likelihood import score_options_with_lengths
+    from aglora.model.neurons import NeuronMask
+    from tests.reference import score_options_reference
+    from tests.tiny import make_model
+
+    mask = torch.zeros(4, 48)
+    mask[2, [3, 9, 40]] = 1
+    mask[3, [0, 47]] = 1
+    torch.manual_seed(0)
+    pm = attach_lora(make_model(layers=4), NeuronMask(mask, [0, 1, 2, 3]), LoraConfig(rank=4))
+    for name, p in pm.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    shared = ["Alien", "Heat", "Jaws"]
+    probes = ([Probe(prompt="Recommend a film.", prefix="1.", answer=a, distractors=shared)
+               for a in ["Star Wars", "The Shining", "Rocky"]]
+              + FORGET_P + [Probe(prompt="no choice here")])
+    ref = score_options_reference(pm, tok, probes)
+    decoder = pm.get_base_model().get_decoder()
+    lower_rows = [0]
+    hook = decoder.layers[0].register_forward_pre_hook(
+        lambda m, a: lower_rows.__setitem__(0, lower_rows[0] + a[0].shape[0]))
+    try:
+        assert not forward.caches_lower_layers(pm)
+        with forward.frozen_lower_layers(pm):
+            assert forward.caches_lower_layers(pm)
+            first, lengths = score_options_with_lengths(pm, tok, probes, batch_size=2)
+            n_rows = len(forward._LOWER[0].rows)
+            after_first = lower_rows[0]
+            again, _ = score_options_with_lengths(pm, tok, probes, batch_size=2)
+            assert lower_rows[0] == after_first  # no lower-layer run on the second visit
+    finally:
+        hook.remove()
+    distinct = {(p.context, o) for p in probes if p.has_choice
+                for o in [p.answer, *p.distractors]}
+    assert n_rows == len(distinct)  # every distinct (context, option) row once
+    assert first[-1] == [] and again[-1] == []
+    for got in (first, again):
+        for f, r in zip(got, ref, strict=True):
+            assert len(f) == len(r)
+            torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)
+    assert lengths == score_options_with_lengths(pm, tok, probes, batch_size=2)[1]  # KV path's
+
+
+def test_row_batches_cut_at_the_row_limit_and_before_heavy_padding():
+    from aglora.model.likelihood import _row_batches
+    assert _row_batches([5, 5, 5, 5, 5], 2) == [[0, 1], [2, 3], [4]]
+    # 4 rows of 5 then one of 30: the grid 5 x 30 = 150 > 2 x 50 tokens, so it starts a batch.
+    assert _row_batches([5, 5, 5, 5, 30], 10) == [[0, 1, 2, 3], [4]]
+    assert _row_batches([10, 12, 11], 10) == [[0, 1, 2]]

@@ -170,6 +170,11 @@ def _layer_range(decoder: nn.Module, lo: int, hi: int) -> Iterator[None]:
         decoder.layers, decoder.norm = layers, norm
 
 
+def caches_lower_layers(model: nn.Module) -> bool:
+    """Whether `model`'s decoder passes run inside `frozen_lower_layers` with a cache in use."""
+    return _lower_for(causal_lm(model).get_decoder()) is not None
+
+
 def _lower_for(decoder: nn.Module) -> LowerLayers | None:
     lower = _LOWER[0]
     return lower if lower is not None and lower.decoder is decoder else None

@@ -11,6 +11,14 @@ too (`aglora.model.prefill`), and probes with the same context (a ban's items: o
 item per banned title) share one context run; an option that several of them share (the same
 distractors on one prompt) is scored once for all of them. The tests keep
 the plain one-sequence-per-option path (`tests/reference.py`) and check that the two agree.
+
+Inside `aglora.model.forward.frozen_lower_layers` (training: the early-stopping checks and the
+guards score the same items again and again while only the upper layers change), the options
+are scored instead as whole context+option rows through `forward.logits_at`, whose decoder pass
+takes the frozen layers' output from the cache of rows already seen and runs each row's shared
+prompt once (`forward.prefix_groups`): from a row's second visit on, only the upper layers run.
+The values are the same as the KV-cache path's up to float rounding (a test holds both to the
+reference).
 """
 
 from __future__ import annotations
@@ -22,9 +30,16 @@ from torch import nn
 
 from aglora.concepts import Probe
 from aglora.model.decode import generation_context
-from aglora.model.forward import logits_at, target_logprobs_from_logits
+from aglora.model.forward import caches_lower_layers, logits_at, target_logprobs_from_logits
 from aglora.model.prefill import decoder_and_head, prefill
-from aglora.model.tokens import context_ids, context_text, encode, pad_right, target_ids
+from aglora.model.tokens import (
+    Batch,
+    context_ids,
+    context_text,
+    encode,
+    pad_right,
+    target_ids,
+)
 
 
 def score_options(model: nn.Module, tok, probes: list[Probe], batch_size: int = 16,
@@ -108,6 +123,8 @@ def score_options_with_lengths(model: nn.Module, tok, probes: list[Probe], batch
                             probes[i].prompt, probes[i].prefix))
     scores: list[list[float]] = [[] for _ in probes]
     lengths: list[list[int]] = [[] for _ in probes]
+    if caches_lower_layers(model):
+        return _score_rows(model, tok, probes, idx, 4 * batch_size)
     chunks = _chunks(probes, idx, max(1, batch_size // 4))  # a probe has ~4 option rows
     if progress:
         from tqdm import tqdm
@@ -118,6 +135,56 @@ def score_options_with_lengths(model: nn.Module, tok, probes: list[Probe], batch
             scores[i] = [v for v, _ in rows]
             lengths[i] = [n for _, n in rows]
     return scores, lengths
+
+
+ROWS_PAD_LIMIT = 2.0  # a rows batch is cut before its padded grid exceeds 2x its tokens
+
+
+@torch.no_grad()
+def _score_rows(model: nn.Module, tok, probes: list[Probe], idx: list[int], max_rows: int
+                ) -> tuple[list[list[float]], list[list[int]]]:
+    """`score_options_with_lengths` on the probes `idx` (sorted by context) as context+option
+    rows through `forward.logits_at` (module docstring): each distinct (context, option) once,
+    batches of at most `max_rows` rows in context order, so the rows of a prompt share it."""
+    device = next(model.parameters()).device
+    unique: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}  # (ctx, option) -> row
+    slots: dict[int, list[int]] = {}  # probe -> its options' rows
+    for i in idx:
+        ctx, opts = _tokenize(tok, probes[i])
+        slots[i] = [unique.setdefault((tuple(ctx), tuple(o)), len(unique)) for o in opts]
+    flat = list(unique)
+    values: list[float] = []
+    for rows in _row_batches([len(c) + len(o) for c, o in flat], max_rows):
+        input_ids, attention = pad_right(tok, [list(flat[r][0] + flat[r][1]) for r in rows])
+        target = torch.zeros(input_ids.shape, dtype=torch.float32)
+        for b, r in enumerate(rows):  # logits at t predict token t+1: the option's tokens
+            n_ctx, n_opt = len(flat[r][0]), len(flat[r][1])
+            target[b, n_ctx - 1: n_ctx + n_opt - 1] = 1.0
+        batch = Batch(input_ids, attention, target, torch.zeros_like(target)).to(device)
+        values += target_logprobs_from_logits(logits_at(model, batch, batch.target_mask),
+                                              batch).tolist()  # [rows]
+    scores: list[list[float]] = [[] for _ in probes]
+    lengths: list[list[int]] = [[] for _ in probes]
+    for i, probe_slots in slots.items():
+        scores[i] = [values[r] for r in probe_slots]
+        lengths[i] = [len(flat[r][1]) for r in probe_slots]
+    return scores, lengths
+
+
+def _row_batches(lengths: list[int], max_rows: int) -> list[list[int]]:
+    """Consecutive runs of rows, at most `max_rows` each and cut before a row would make the
+    padded grid (rows x longest) exceed `ROWS_PAD_LIMIT` times the run's tokens."""
+    runs: list[list[int]] = []
+    tokens = longest = 0
+    for r, n in enumerate(lengths):
+        grown = (len(runs[-1]) + 1) * max(longest, n) if runs else 0
+        if (not runs or len(runs[-1]) >= max_rows
+                or grown > ROWS_PAD_LIMIT * (tokens + n)):
+            runs.append([])
+            tokens = longest = 0
+        runs[-1].append(r)
+        tokens, longest = tokens + n, max(longest, n)
+    return runs
 
 
 def choice_correct(scores: list[float]) -> bool:
