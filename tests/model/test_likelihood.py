@@ -139,14 +139,18 @@ def test_inside_frozen_lower_layers_options_are_scored_as_rows_through_the_cache
             after_first = lower_rows[0]
             again, _ = score_options_with_lengths(pm, tok, probes, batch_size=2)
             assert lower_rows[0] == after_first  # no lower-layer run on the second visit
+            with forward.lower_layers_uncached():  # a one-off pass: the KV path, cache aside
+                assert not forward.caches_lower_layers(pm)
+                once, _ = score_options_with_lengths(pm, tok, probes[:1], batch_size=2)
+            assert forward.caches_lower_layers(pm) and len(forward._LOWER[0].rows) == n_rows
     finally:
         hook.remove()
     distinct = {(p.context, o) for p in probes if p.has_choice
                 for o in [p.answer, *p.distractors]}
     assert n_rows == len(distinct)  # every distinct (context, option) row once
     assert first[-1] == [] and again[-1] == []
-    for got in (first, again):
-        for f, r in zip(got, ref, strict=True):
+    for got in (first, again, once):
+        for f, r in zip(got, ref[: len(got)], strict=True):
             assert len(f) == len(r)
             torch.testing.assert_close(torch.tensor(f), torch.tensor(r), atol=1e-4, rtol=1e-5)
     assert lengths == score_options_with_lengths(pm, tok, probes, batch_size=2)[1]  # KV path's

@@ -170,6 +170,19 @@ def _layer_range(decoder: nn.Module, lo: int, hi: int) -> Iterator[None]:
         decoder.layers, decoder.norm = layers, norm
 
 
+@contextmanager
+def lower_layers_uncached() -> Iterator[None]:
+    """Inside, decoder passes neither read nor fill the cache of `frozen_lower_layers`: for a
+    one-off pass over rows that will not come again (a row's first visit costs more through
+    the cache than without it); restored on exit."""
+    before = _LOWER[0]
+    _LOWER[0] = None
+    try:
+        yield
+    finally:
+        _LOWER[0] = before
+
+
 def caches_lower_layers(model: nn.Module) -> bool:
     """Whether `model`'s decoder passes run inside `frozen_lower_layers` with a cache in use."""
     return _lower_for(causal_lm(model).get_decoder()) is not None

@@ -25,7 +25,9 @@ two checks. `GoalChecker` makes a check cheaper in three ways:
   answers) need every item fresh, so with them a check rescores all.
 * **One full check at the end** (`train.check_final_full`): every training choice item scored
   once after the last step and recorded, so that a run on the subset shows what the full check
-  says at its stop step.
+  says at its stop step. Most of its items are scored only there, so it leaves the training
+  loop's lower-layer row cache aside (`forward.lower_layers_uncached`; the periodic checks,
+  which score the same subset again and again, read it).
 
 With `train.forget_response refuse` the likelihood goal is not the whole goal: a model whose
 answer no longer beats its distractors may still answer with a mangled name rather than a
@@ -47,6 +49,7 @@ from torch import nn
 from aglora.concepts import Probe
 from aglora.config import TrainConfig
 from aglora.model.decode import generate
+from aglora.model.forward import lower_layers_uncached
 from aglora.model.likelihood import choice_correct, choice_summary, score_options
 from aglora.pipeline.eval.answers import is_refusal
 
@@ -180,7 +183,8 @@ class GoalChecker:
     def full(self, model: nn.Module, tok) -> dict:
         """One check of every item (not the subset), as a record: met, accuracy, margin, and
         each answer's accuracy and whether it is at the goal."""
-        scores = self.scorer(model, tok, self.items)
+        with lower_layers_uncached():  # most items are scored here only: no row cache
+            scores = self.scorer(model, tok, self.items)
         check = judge(self.items, scores, self.cfg, self.chance)
         per_answer = {answer: choice_summary(rows)[0]
                       for answer, rows in _by(self.items, scores, lambda p: p.answer or "").items()}
