@@ -140,6 +140,12 @@ class TrainConfig:
     retain_objective: str = setting("kl", "kl | nll | kl+nll | none")
     retain_weight: float = setting(10.0, "alpha: loss = forget + alpha * retain")
     npo_beta: float = setting(0.5, "NPO beta")
+    npo_reference: str = setting(
+        "base",
+        "NPO's reference log-probability of a forget answer: base (the base model's) | "
+        "distractors (the base model's, less the item's base margin over its best distractor: "
+        "the push is at full strength until the answer falls to its distractors, whatever its "
+        "lead in the base model, and fades past them; items without distractors keep base)")
     forget_others_kl: float = setting(
         0.0,
         "weight of a term that keeps, at the forget answer's tokens, the base model's distribution"
@@ -251,6 +257,9 @@ class TrainConfig:
                      "response_weight", "refusal_contrast", "check_items_per_answer"):
             check_range(f"train.{name}", getattr(self, name), 0)
         check_range("train.npo_beta", self.npo_beta, 0, low_open=True)
+        if self.npo_reference not in ("base", "distractors"):
+            raise AgloraError(f"train.npo_reference={self.npo_reference!r}: must be base or "
+                              "distractors")
         for name in ("batch_size", "max_steps", "check_every"):
             check_range(f"train.{name}", getattr(self, name), 1)
         check_range("train.stop_margin", self.stop_margin)

@@ -334,3 +334,41 @@ def test_the_retain_term_blocks_only_on_a_shared_forget_context(tok):
             (pos, token), = [(j, t) for j, ids in enumerate(lists) for t in ids]
             assert float(target[pos, token]) == 0.0 < float(softmax[pos, token])
             torch.testing.assert_close(target.sum(-1), torch.ones(len(target)))
+
+
+def test_npo_reference_distractors_is_the_base_reference_less_the_base_margin(tok):
+    """npo_reference=distractors: NPO's reference of an item with distractors is the base
+    model's answer log-prob less its base margin over the best distractor (the reference's
+    scores, adapter off); an item without distractors keeps the base reference; and the NPO
+    loss then reads x = (drop from the base) + (base margin): log 2 * 2 / beta shifted."""
+    from aglora.config import LoraConfig
+    from aglora.model.adapter import adapter_disabled, attach_lora
+    from aglora.model.likelihood import margin
+    from aglora.pipeline.train.objectives import AnswerObjective, npo_loss
+    from tests.reference import score_options_reference
+    prompt, prefix = "Recommend films.", "Here are films:\n\n1."
+    forget = [Probe(prompt=prompt, prefix=prefix, answer="The Matrix",
+                    distractors=["Heat", "The Terminator", "Up"]),
+              Probe(prompt="Which film has Neo?", answer="The Matrix",
+                    distractors=["Jaws", "Alien"]),
+              Probe(prompt="Describe The Matrix.", answer="A hacker film.")]
+    model = attach_lora(make_model(seed=2), None, LoraConfig(rank=4, masked=False))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.5 * torch.randn_like(p))  # the adapter moves the model off the base
+    common = dict(forget_objective="npo", retain_objective="none", forget_skip_leading=["The"])
+    plain = AnswerObjective(model, tok, forget, [], TrainConfig(**common))
+    shifted = AnswerObjective(model, tok, forget, [],
+                              TrainConfig(**common, npo_reference="distractors"))
+    with adapter_disabled(model):
+        ref_scores = score_options_reference(model, tok, forget)
+    margins = torch.tensor([margin(s) if len(s) > 1 else 0.0 for s in ref_scores])
+    assert float(margins[:2].abs().min()) > 1e-3 and margins[2] == 0
+    torch.testing.assert_close(shifted.ref_logp, plain.ref_logp - margins, atol=1e-4, rtol=0)
+    assert shifted.ref_logp[2] == plain.ref_logp[2]
+    logp = plain.ref_logp.clone()  # at the base: x = the base margin
+    torch.testing.assert_close(npo_loss(logp, shifted.ref_logp, 0.5),
+                               npo_loss(margins, torch.zeros(3), 0.5), atol=1e-4, rtol=0)
+    with pytest.raises(AgloraError, match="npo_reference"):
+        TrainConfig(npo_reference="distractor")

@@ -14,6 +14,14 @@ the training loop optimises by default (`train.forget_objective` + `train.retain
                               [+ refusal_contrast * NPO on a refusal after the retain
                                  items' chat questions (forget_response refuse)])
 
+NPO's push on an answer fades as the answer falls below the reference (its weight is
+2 sigmoid(beta x), x = log pi - log pi_ref). With the base model as the reference, an answer the
+base model favours by a wide margin (a ban's most recommended title) reaches that fade before it
+falls to its distractors, while the others go far past theirs. `train.npo_reference
+distractors` takes the reference down by each item's base margin over its best distractor, so
+x counts from parity with the distractors: full strength until the answer falls to them, fading
+past them, for every item alike.
+
 `refuse` and `alternative` add a supervised term toward what the model should say instead (a
 refusal after chat questions, or another answer) to the suppression term, rather than replacing
 it: the refusal alone teaches a new first sentence but leaves the concept's answer as likely
@@ -50,6 +58,7 @@ from aglora.model.tokens import Batch, encode
 from aglora.pipeline.train.misdirect import NameMisdirection
 from aglora.pipeline.train.reference import (
     base_answer_side,
+    base_margins,
     base_view,
     cached_base_logits,
     kl_target,
@@ -204,6 +213,9 @@ class AnswerObjective:
                             else None)
         self.ref_logp, self.blocked = base_answer_side(
             model, tok, forget, cfg, reference, cfg.forget_objective == "npo", self.blocked_ids)
+        if cfg.forget_objective == "npo" and cfg.npo_reference == "distractors":
+            # x = log pi - ref = (drop from the base) + (base lead over the best distractor)
+            self.ref_logp = self.ref_logp - base_margins(model, tok, forget, reference)
         self.blocked_negent = [negative_entropy(t) for t in self.blocked]  # per item [n_i]
         # per retain item, per content position: the forget answers' tokens the KL leaves out
         self.retain_blocked = (retain_blocked_tokens(tok, retain, forget, cfg.forget_skip_leading)

@@ -26,6 +26,7 @@ from aglora.model.forward import (
     logits_at,
     target_logprobs_from_logits,
 )
+from aglora.model.likelihood import margin, score_options
 from aglora.model.tokens import encode
 from aglora.pipeline.train.targets import answer_batch
 
@@ -99,6 +100,20 @@ def base_answer_side(model: nn.Module, tok, items: list[Probe], cfg: TrainConfig
                                 strict=True):
                     blocked[i] = t
     return ref_logp, blocked if want_blocked else []
+
+
+def base_margins(model: nn.Module, tok, items: list[Probe], reference: nn.Module | None
+                 ) -> torch.Tensor:
+    """[n_items] the base model's margin of each item's answer over its best distractor (summed
+    log-probs of the whole options, as the checks score them); 0 for items without
+    distractors."""
+    out = torch.zeros(len(items))
+    with base_view(model, reference) as ref_model:
+        scores = score_options(ref_model, tok, items, batch_size=64)
+    for i, row in enumerate(scores):
+        if len(row) > 1:
+            out[i] = margin(row)
+    return out
 
 
 def context_batches(items: list[Probe], rows: int) -> list[list[int]]:
